@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/talos-project/talos/controlplane"
+	"github.com/talos-project/talos/controlplane/grpcapi"
+	"github.com/talos-project/talos/controlplane/httpapi"
+	"github.com/talos-project/talos/controlplane/keys"
+	"github.com/talos-project/talos/controlplane/store"
+	"github.com/talos-project/talos/controlplane/store/sqlite"
+	"github.com/talos-project/talos/pkg/apikey"
+	"github.com/talos-project/talos/pkg/config"
+	"github.com/talos-project/talos/pkg/telemetry"
+)
+
+func newServeCmd(e *env) *cobra.Command {
+	var files []string
+	cmd := &cobra.Command{
+		Use:   "serve [admin|public]",
+		Short: "Run the control plane (all surfaces, or only the admin or the public one)",
+		Args:  cobra.MaximumNArgs(1),
+		ValidArgs: []string{"admin", "public"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mode := httpapi.ModeAll
+			if len(args) == 1 {
+				switch args[0] {
+				case "admin":
+					mode = httpapi.ModeAdmin
+				case "public":
+					mode = httpapi.ModePublic
+				default:
+					return fmt.Errorf("unknown surface %q: want admin or public", args[0])
+				}
+			}
+			return serve(cmd.Context(), e, files, mode)
+		},
+	}
+	cmd.Flags().StringSliceVarP(&files, "config", "c", nil, "config file (YAML or JSON); repeatable")
+	return cmd
+}
+
+func loadConfig(e *env, files []string) (config.Config, *slog.Logger, error) {
+	cfg, err := config.Load(files, e.vars)
+	if err != nil {
+		return cfg, nil, err
+	}
+	log := telemetry.NewLogger(e.stderr, cfg.Log.Level.Slog(), string(cfg.Log.Format))
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration warning", slog.String("warning", w))
+	}
+	return cfg, log, nil
+}
+
+func secretSet(cfg config.Config) (*apikey.SecretSet, error) {
+	var retired []apikey.Secret
+	for _, r := range cfg.Secrets.HMAC.Retired {
+		retired = append(retired, apikey.Secret{Value: []byte(r.Value.Value()), ExpiresAt: r.ExpiresAt})
+	}
+	s, err := apikey.NewSecretSet([]byte(cfg.Secrets.HMAC.Current.Value()), retired...)
+	if err != nil {
+		return nil, fmt.Errorf("secrets.hmac: %w", err)
+	}
+	return s, nil
+}
+
+// openStore opens the database named by db.dsn. Only SQLite is built in so
+// far; other schemes are rejected with a clear message.
+func openStore(ctx context.Context, cfg config.Config, migrate bool) (store.Store, error) {
+	if err := cfg.RequireDSN(); err != nil {
+		return nil, err
+	}
+	dsn := cfg.DB.DSN.Value()
+	switch cfg.DB.Driver() {
+	case config.DriverSQLite:
+		return sqlite.Open(ctx, dsn, sqlite.Options{AutoMigrate: migrate})
+	default:
+		return nil, fmt.Errorf("db.dsn: scheme %q is not supported yet; use sqlite://PATH", dsnScheme(dsn))
+	}
+}
+
+func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error {
+	cfg, log, err := loadConfig(e, files)
+	if err != nil {
+		return err
+	}
+	log.Info("Starting Talos", slog.String("version", buildVersion()), slog.String("log_level", string(cfg.Log.Level)), slog.String("log_format", string(cfg.Log.Format)))
+	for _, u := range cfg.Unsupported() {
+		log.Warn("configuration key not supported yet; it has no effect", slog.String("key", u))
+	}
+	secrets, err := secretSet(cfg)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, cfg, cfg.DB.MigrateOnStart())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	log.Info("Database connected", slog.String("driver", string(cfg.DB.Driver())))
+
+	ak := cfg.Credentials.APIKeys
+	svc, err := keys.New(keys.Options{
+		Issuer:                cfg.Credentials.Issuer,
+		Format:                keys.Format(ak.Format),
+		Prefix:                ak.Prefix.Current,
+		PublicPrefix:          ak.Prefix.PublicCurrent,
+		RetiredPrefixes:       ak.Prefix.Retired,
+		PublicRetiredPrefixes: ak.Prefix.PublicRetired,
+		DefaultTTL:            ak.DefaultTTL.D(),
+		MaxTTL:                ak.MaxTTL.D(),
+		ClockSkew:             cfg.Credentials.ClockSkew.D(),
+		KeyedImportHash:       cfg.Credentials.ImportedKeys.Hashing == config.ImportHashingHMAC,
+	}, keys.Deps{Store: st, Secrets: secrets, Logger: log})
+	if err != nil {
+		return err
+	}
+	api := grpcapi.New(grpcapi.Deps{Keys: svc, Logger: log})
+	src, ok := httpapi.ParseClientIPSource(cfg.Serve.HTTP.ClientIPSource)
+	if !ok {
+		log.Warn("unknown serve.http.client_ip_source; using the remote address", slog.String("value", cfg.Serve.HTTP.ClientIPSource))
+	}
+	srv, err := controlplane.New(ctx, controlplane.Config{
+		HTTPAddr:    hostPort(cfg.Serve.HTTP.Host, cfg.Serve.HTTP.Port),
+		GRPCAddr:    hostPort(cfg.Serve.GRPC.Host, cfg.Serve.GRPC.Port),
+		MetricsAddr: hostPort(cfg.Serve.Metrics.Host, cfg.Serve.Metrics.Port),
+		HTTP: httpapi.Options{
+			Mode:                 mode,
+			MaxBodyBytes:         cfg.Serve.HTTP.MaxBodyBytes,
+			ClientIPSource:       src,
+			ExcludeHealthFromLog: cfg.Serve.HTTP.RequestLog.ExcludeHealthEndpoints,
+		},
+	}, controlplane.Deps{Keys: svc, API: api, Logger: log, Registry: telemetry.NewRegistry()})
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx)
+}
+
+// dsnScheme returns the scheme of a DSN, never the rest (it may hold a
+// password).
+func dsnScheme(dsn string) string {
+	if s, _, ok := strings.Cut(dsn, "://"); ok {
+		return s
+	}
+	return ""
+}
+
+func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }

@@ -1,0 +1,149 @@
+package keys
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/talos-project/talos/controlplane/store"
+	"github.com/talos-project/talos/pkg/apikey"
+	"github.com/talos-project/talos/pkg/credential"
+)
+
+// Limits that keep one request from costing unbounded work or storage.
+const (
+	MaxCredentialBytes = 8192     // credential and raw_key, as in the Ory SDK
+	MaxMetadataBytes   = 64 << 10 // serialized metadata, as in the Ory SDK
+	MaxBatchVerify     = 100      // apiKeys:batchVerify items
+	MaxBatchImport     = 1000     // importedApiKeys:batchCreate items
+	MaxRequestIDLen    = 36       // AIP-155 request_id
+	MaxNameLen         = 256      // key name
+	MaxScopes          = 256      // scopes per key
+	MaxScopeLen        = 512      // bytes per scope
+	MaxCIDRs           = 256      // CIDRs per key
+	MinTTL             = time.Second
+	MaxTTLCeiling      = 315360000 * time.Second // ~10 years, Talos's upper bound
+	defaultPageSize    = 50
+	maxPageSize        = 1000
+)
+
+// Format names an issued-key credential format.
+type Format string
+
+const (
+	FormatV2 Format = "v2" // per-key random secret, keyed hash at rest (default)
+	FormatV1 Format = "v1" // Ory Talos's format, for drop-in migrations
+)
+
+// Options are the plain values the service needs from configuration.
+type Options struct {
+	Issuer string
+	// Format is the format of newly issued keys; both are always verified.
+	Format Format
+	// Prefix and PublicPrefix are the prefixes new secret and public keys get;
+	// the retired lists are still accepted when verifying.
+	Prefix                string
+	PublicPrefix          string
+	RetiredPrefixes       []string
+	PublicRetiredPrefixes []string
+	// DefaultTTL applies when a request gives none; zero means never expire.
+	DefaultTTL time.Duration
+	// MaxTTL caps requested TTLs and, for v1 keys, the age of the timestamp
+	// embedded in the key (as Ory Talos does).
+	MaxTTL    time.Duration
+	ClockSkew time.Duration
+	// KeyedImportHash hashes imported keys with a subkey of the HMAC secret
+	// instead of Talos's unkeyed SHA-512/256.
+	KeyedImportHash bool
+}
+
+// Deps are the collaborators of a Service.
+type Deps struct {
+	Store   store.Store
+	Secrets *apikey.SecretSet
+	Logger  *slog.Logger
+	// Derived verifies derived tokens (JWTs, macaroons); nil until that
+	// feature is configured, in which case such credentials verify as not found.
+	Derived credential.Verifier
+	// Now and Rand default to time.Now and crypto/rand.
+	Now  func() time.Time
+	Rand io.Reader
+}
+
+// Service implements the key use cases. Create it with New.
+type Service struct {
+	opts     Options
+	store    store.Store
+	secrets  *apikey.SecretSet
+	log      *slog.Logger
+	derived  credential.Verifier
+	now      func() time.Time
+	rand     io.Reader
+	prefixes map[string]credential.Visibility // every prefix accepted on verify
+	pager    *pager
+}
+
+var (
+	_ credential.Verifier      = (*Service)(nil)
+	_ credential.BatchVerifier = (*Service)(nil)
+)
+
+// New validates opts and returns a Service.
+func New(opts Options, deps Deps) (*Service, error) {
+	if deps.Store == nil || deps.Secrets == nil {
+		return nil, errors.New("keys: store and secrets are required")
+	}
+	if opts.Format == "" {
+		opts.Format = FormatV2
+	}
+	if opts.Format != FormatV1 && opts.Format != FormatV2 {
+		return nil, errors.New("keys: unknown key format " + string(opts.Format))
+	}
+	if opts.Prefix == "" || !apikey.ValidPrefix(opts.Prefix) {
+		return nil, errors.New("keys: invalid key prefix")
+	}
+	if opts.MaxTTL <= 0 {
+		opts.MaxTTL = 8760 * time.Hour
+	}
+	s := &Service{
+		opts:     opts,
+		store:    deps.Store,
+		secrets:  deps.Secrets,
+		log:      deps.Logger,
+		derived:  deps.Derived,
+		now:      deps.Now,
+		rand:     deps.Rand,
+		prefixes: map[string]credential.Visibility{opts.Prefix: credential.VisibilitySecret},
+		pager:    newPager(deps.Secrets),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.rand == nil {
+		s.rand = rand.Reader
+	}
+	for _, p := range opts.RetiredPrefixes {
+		s.prefixes[p] = credential.VisibilitySecret
+	}
+	if opts.PublicPrefix != "" {
+		s.prefixes[opts.PublicPrefix] = credential.VisibilityPublic
+	}
+	for _, p := range opts.PublicRetiredPrefixes {
+		s.prefixes[p] = credential.VisibilityPublic
+	}
+	return s, nil
+}
+
+// Issuer is the configured issuer, reported in verify responses.
+func (s *Service) Issuer() string { return s.opts.Issuer }
+
+// Ping checks that the store answers, for readiness probes.
+func (s *Service) Ping(ctx context.Context) error { return s.store.Ping(ctx) }
+
+func (s *Service) nowUTC() time.Time { return s.now().UTC().Truncate(time.Microsecond) }

@@ -1,0 +1,177 @@
+// Package controlplane assembles the central Talos process: the HTTP/JSON API
+// listener, the gRPC listener and the metrics/health listener, run together in
+// one errgroup that shuts down gracefully when its context ends.
+//
+// It never imports the sidecar; the two meet on the wire through pkg/api.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/talos-project/talos/controlplane/grpcapi"
+	"github.com/talos-project/talos/controlplane/httpapi"
+	"github.com/talos-project/talos/controlplane/keys"
+	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
+)
+
+// Config is the listener configuration of a control plane.
+type Config struct {
+	HTTPAddr    string // API (HTTP/JSON), default port 4420
+	GRPCAddr    string // API (gRPC), default port 4421
+	MetricsAddr string // metrics + health, default port 4422
+	HTTP        httpapi.Options
+	// ShutdownTimeout bounds graceful shutdown.
+	ShutdownTimeout time.Duration
+}
+
+// Deps are the collaborators of a Server.
+type Deps struct {
+	Keys     *keys.Service
+	API      *grpcapi.Server
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+}
+
+// Server is one control-plane process. Create it with New, then Run it.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	httpLn   net.Listener
+	grpcLn   net.Listener
+	metricLn net.Listener
+	httpSrv  *http.Server
+	metrics  *http.Server
+	grpcSrv  *grpc.Server
+	health   *health.Server
+}
+
+// New binds the listeners (so Addr works before Run) and builds the servers.
+func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log}
+	ready := func(ctx context.Context) error { return deps.Keys.Ping(ctx) }
+
+	h, err := httpapi.New(ctx, cfg.HTTP, httpapi.Deps{API: deps.API, Logger: log, Ready: ready})
+	if err != nil {
+		return nil, err
+	}
+	s.httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: 60 * time.Second}
+
+	mmux := http.NewServeMux()
+	httpapi.Health(mmux, ready)
+	if deps.Registry != nil {
+		mmux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry}))
+	}
+	s.metrics = &http.Server{Handler: mmux, ReadHeaderTimeout: 5 * time.Second}
+
+	s.grpcSrv = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(recoverUnary(log)),
+		grpc.MaxRecvMsgSize(int(max(cfg.HTTP.MaxBodyBytes, 1<<20))),
+	)
+	mode := cfg.HTTP.Mode
+	if mode == httpapi.ModeAll || mode == httpapi.ModeAdmin {
+		pb.RegisterApiKeysServer(s.grpcSrv, deps.API)
+	}
+	if mode == httpapi.ModeAll || mode == httpapi.ModePublic {
+		pb.RegisterSelfServiceServer(s.grpcSrv, deps.API)
+	}
+	pb.RegisterDerivedKeysServer(s.grpcSrv, deps.API)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
+
+	var lc net.ListenConfig
+	if s.httpLn, err = lc.Listen(ctx, "tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
+	}
+	if s.grpcLn, err = lc.Listen(ctx, "tcp", cfg.GRPCAddr); err != nil {
+		s.httpLn.Close()
+		return nil, fmt.Errorf("listen grpc %s: %w", cfg.GRPCAddr, err)
+	}
+	if s.metricLn, err = lc.Listen(ctx, "tcp", cfg.MetricsAddr); err != nil {
+		s.httpLn.Close()
+		s.grpcLn.Close()
+		return nil, fmt.Errorf("listen metrics %s: %w", cfg.MetricsAddr, err)
+	}
+	return s, nil
+}
+
+// HTTPAddr, GRPCAddr and MetricsAddr return the bound addresses.
+func (s *Server) HTTPAddr() net.Addr    { return s.httpLn.Addr() }
+func (s *Server) GRPCAddr() net.Addr    { return s.grpcLn.Addr() }
+func (s *Server) MetricsAddr() net.Addr { return s.metricLn.Addr() }
+
+// Run serves until ctx ends, then shuts every listener down gracefully within
+// the shutdown timeout. It returns the first serving error, or nil after a
+// clean shutdown.
+func (s *Server) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	serveHTTP := func(srv *http.Server, ln net.Listener, name string) {
+		g.Go(func() error {
+			s.log.Info(name+" server started", slog.String("addr", ln.Addr().String()))
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s server: %w", name, err)
+			}
+			return nil
+		})
+	}
+	serveHTTP(s.httpSrv, s.httpLn, "HTTP")
+	serveHTTP(s.metrics, s.metricLn, "Metrics")
+	g.Go(func() error {
+		s.log.Info("gRPC server started", slog.String("addr", s.grpcLn.Addr().String()))
+		if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("gRPC server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		s.log.Info("shutting down")
+		s.health.Shutdown()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+		defer cancel()
+		stopped := make(chan struct{})
+		go func() { s.grpcSrv.GracefulStop(); close(stopped) }()
+		err := errors.Join(s.httpSrv.Shutdown(sctx), s.metrics.Shutdown(sctx))
+		select {
+		case <-stopped:
+		case <-sctx.Done():
+			s.grpcSrv.Stop()
+		}
+		return err
+	})
+	return g.Wait()
+}
+
+func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if v := recover(); v != nil {
+				log.Error("panic serving gRPC request", slog.String("method", info.FullMethod), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
+				err = status.Error(codes.Internal, "An internal error occurred.")
+			}
+		}()
+		return handler(ctx, req)
+	}
+}

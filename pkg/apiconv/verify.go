@@ -1,0 +1,63 @@
+package apiconv
+
+import (
+	"errors"
+
+	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
+	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/errcode"
+)
+
+// IsVerdict reports whether err is a verdict on the credential (answered as
+// is_valid=false in a 200 response) rather than a failure of the request
+// (ErrInvalidArgument) or of the service (ErrUnavailable and the like), which
+// are answered as errors.
+func IsVerdict(err error) bool {
+	switch credential.KindOf(err) {
+	case credential.ErrNotFound, credential.ErrExpired, credential.ErrRevoked,
+		credential.ErrForbidden, credential.ErrRateLimited, credential.ErrMalformed,
+		credential.ErrUnauthenticated:
+		return true
+	}
+	return false
+}
+
+// VerifyResponse converts a verification outcome. err must be nil or a
+// verdict (see IsVerdict); other errors become VERIFICATION_ERROR_INTERNAL.
+func VerifyResponse(res credential.Result, err error) *pb.VerifyApiKeyResponse {
+	valid := err == nil
+	out := &pb.VerifyApiKeyResponse{IsValid: &valid}
+	if err != nil {
+		d := errcode.Describe(err)
+		out.ErrorCode = pb.VerificationErrorCode(pb.VerificationErrorCode_value[d.Verification])
+		out.ErrorMessage = verifyMessage(err, d)
+	}
+	if res.KeyID == "" {
+		return out
+	}
+	out.KeyId = string(res.KeyID)
+	out.ActorId = res.ActorID
+	out.Scopes = res.Scopes
+	out.Metadata = MetadataToPB(res.Metadata)
+	out.Status = stateToPB(res.Status)
+	out.Visibility = VisibilityToPB(res.Visibility)
+	out.ExpireTime = ts(res.ExpireTime)
+	out.Issuer = res.Issuer
+	out.RateLimitPolicy = RatePolicyToPB(res.RatePolicy)
+	out.Audiences = res.Audiences
+	return out
+}
+
+func verifyMessage(err error, d errcode.Public) string {
+	var ce *credential.Error
+	if errors.As(err, &ce) && ce.Message != "" {
+		return ce.Message
+	}
+	switch d.Sentinel {
+	case credential.ErrNotFound:
+		return "The API key was not found."
+	case credential.ErrMalformed:
+		return "The API key format is invalid."
+	}
+	return d.Message
+}

@@ -1,0 +1,138 @@
+package config
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"time"
+)
+
+// A leaf is one settable key: a field of the Config tree that is not itself a
+// section. Lists are leaves (their items are validated by the schema).
+type leaf struct {
+	path  string // dotted key path, e.g. "serve.http.port"
+	env   string // environment variable, e.g. "TALOS_SERVE_HTTP_PORT"
+	typ   reflect.Type
+	index []int // for reflect.Value.FieldByIndex on a Config
+}
+
+const envPrefix = "TALOS_"
+
+var (
+	secretType        = reflect.TypeFor[Secret]()
+	durationType      = reflect.TypeFor[Duration]()
+	timeType          = reflect.TypeFor[time.Time]()
+	retiredSecretType = reflect.TypeFor[RetiredSecret]()
+	retiredIssuerType = reflect.TypeFor[RetiredIssuer]()
+)
+
+// leaves lists every key of Config in declaration order, derived from the
+// koanf tags, so the struct is the single source of truth for key names.
+func leaves() []leaf {
+	var out []leaf
+	var walk func(t reflect.Type, prefix string, index []int)
+	walk = func(t reflect.Type, prefix string, index []int) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name := f.Tag.Get("koanf")
+			if name == "" || name == "-" || !f.IsExported() {
+				continue
+			}
+			path := name
+			if prefix != "" {
+				path = prefix + "." + name
+			}
+			idx := append(append([]int(nil), index...), i)
+			if f.Type.Kind() == reflect.Struct && f.Type != secretType && f.Type != timeType {
+				walk(f.Type, path, idx)
+				continue
+			}
+			out = append(out, leaf{
+				path:  path,
+				env:   envPrefix + strings.ToUpper(strings.ReplaceAll(path, ".", "_")),
+				typ:   f.Type,
+				index: idx,
+			})
+		}
+	}
+	walk(reflect.TypeFor[Config](), "", nil)
+	return out
+}
+
+// isSecret reports whether values of type t must never be shown.
+func isSecret(t reflect.Type) bool {
+	if t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	return t == secretType || t == retiredSecretType
+}
+
+// MarshalJSON renders c as a configuration document: snake_case keys as in a
+// config file, durations as Go duration strings, secrets redacted. Derived
+// fields and Warnings are left out. It is meant for --print-config and for
+// logging the effective configuration.
+func (c Config) MarshalJSON() ([]byte, error) {
+	v := reflect.ValueOf(c)
+	doc := map[string]any{}
+	for _, l := range leaves() {
+		val, ok := jsonValue(v.FieldByIndex(l.index))
+		if ok {
+			setPath(doc, l.path, val)
+		}
+	}
+	return json.Marshal(doc)
+}
+
+// jsonValue converts a leaf to a value encoding/json renders in config shape.
+// It reports false for values that are left out (nil pointers, zero times).
+func jsonValue(v reflect.Value) (any, bool) {
+	switch {
+	case v.Kind() == reflect.Pointer:
+		if v.IsNil() {
+			return nil, false
+		}
+		return v.Elem().Interface(), true
+	case v.Type() == timeType:
+		t := v.Interface().(time.Time)
+		if t.IsZero() {
+			return nil, false
+		}
+		return t.Format(time.RFC3339Nano), true
+	case v.Kind() == reflect.Slice:
+		items := make([]any, 0, v.Len())
+		for i := range v.Len() {
+			if item, ok := jsonValue(v.Index(i)); ok {
+				items = append(items, item)
+			}
+		}
+		return items, true
+	case v.Kind() == reflect.Struct && v.Type() != secretType:
+		obj := map[string]any{}
+		for i := range v.NumField() {
+			name := v.Type().Field(i).Tag.Get("koanf")
+			if name == "" || name == "-" {
+				continue
+			}
+			if item, ok := jsonValue(v.Field(i)); ok {
+				obj[name] = item
+			}
+		}
+		return obj, true
+	default:
+		return v.Interface(), true
+	}
+}
+
+// setPath sets m[a][b][c] = val for path "a.b.c", creating maps on the way.
+func setPath(m map[string]any, path string, val any) {
+	parts := strings.Split(path, ".")
+	for _, p := range parts[:len(parts)-1] {
+		next, ok := m[p].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			m[p] = next
+		}
+		m = next
+	}
+	m[parts[len(parts)-1]] = val
+}
