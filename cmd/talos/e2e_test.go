@@ -76,6 +76,12 @@ type testServer struct {
 // temp-dir SQLite database, and stops it when the test ends.
 func startServer(t *testing.T, extraEnv ...string) *testServer {
 	t.Helper()
+	return startServerMode(t, "", extraEnv...)
+}
+
+// startServerMode is startServer for `serve admin` or `serve public`.
+func startServerMode(t *testing.T, mode string, extraEnv ...string) *testServer {
+	t.Helper()
 	dir := t.TempDir()
 	env := append([]string{
 		"TALOS_SERVE_HTTP_HOST=127.0.0.1", "TALOS_SERVE_HTTP_PORT=0",
@@ -89,7 +95,11 @@ func startServer(t *testing.T, extraEnv ...string) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	sink := &logSink{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve"}, env, io.Discard, sink) }()
+	args := []string{"serve"}
+	if mode != "" {
+		args = append(args, mode)
+	}
+	go func() { done <- run(ctx, args, env, io.Discard, sink) }()
 	t.Cleanup(func() {
 		cancel()
 		select {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/talos-project/talos/controlplane/grpcapi"
@@ -62,10 +61,7 @@ func New(ctx context.Context, opts Options, deps Deps) (http.Handler, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	gw := runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
-			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
-			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, newMarshaler()),
 		runtime.WithErrorHandler(gatewayError),
 		runtime.WithRoutingErrorHandler(routingError),
 		runtime.WithForwardResponseOption(func(ctx context.Context, w http.ResponseWriter, _ proto.Message) error {
@@ -106,7 +102,7 @@ func New(ctx context.Context, opts Options, deps Deps) (http.Handler, error) {
 		}
 		w.Header().Set("Content-Type", "application/jwk-set+json")
 		w.Header().Set("Cache-Control", "public, max-age=300")
-		b, _ := protojson.Marshal(resp.GetJwks())
+		b, _ := newMarshaler().Marshal(resp.GetJwks())
 		_, _ = w.Write(b)
 	})
 

@@ -23,15 +23,23 @@ var b58Digits = func() (t [256]byte) {
 
 // isB58 reports whether s is non-empty and made only of base58 digits.
 func isB58(s string) bool {
-	if s == "" {
-		return false
-	}
+	// Digits are below 0x40 and b58Invalid has the top bit set, so one test
+	// after the loop replaces a branch per byte.
+	var acc byte
 	for i := range len(s) {
-		if b58Digits[s[i]] == b58Invalid {
-			return false
-		}
+		acc |= b58Digits[s[i]]
 	}
-	return true
+	return s != "" && acc&0x80 == 0
+}
+
+// b58SuffixStart returns the index where the longest suffix of s made of
+// base58 digits starts (len(s) when s does not end with one).
+func b58SuffixStart(s string) int {
+	i := len(s)
+	for i > 0 && b58Digits[s[i-1]] != b58Invalid {
+		i--
+	}
+	return i
 }
 
 // pow58 holds 58^n for n in [0, 10]; 58^10 is the largest power below 2^64.
@@ -73,12 +81,14 @@ func b58Decode(dst []byte, s string) (n int, ok bool) {
 			digits = first
 		}
 		var chunk uint64
+		var acc byte
 		for _, c := range []byte(rest[off : off+digits]) {
 			d := b58Digits[c]
-			if d == b58Invalid {
-				return 0, false
-			}
+			acc |= d
 			chunk = chunk*58 + uint64(d)
+		}
+		if acc&0x80 != 0 {
+			return 0, false
 		}
 		off += digits
 
@@ -140,21 +150,28 @@ func putB58Uint32(dst []byte, v uint32) {
 	}
 }
 
-// b58Uint decodes a fixed-width chunk written by putB58Uint64 or
-// putB58Uint32. ok is false for a byte outside the alphabet or a value that
-// does not fit in max (so every value has exactly one encoding).
+// b58Uint decodes a fixed-width chunk of at most b58Chunk64 digits written by
+// putB58Uint64 or putB58Uint32. ok is false for a byte outside the alphabet or
+// a value above max (so every value has exactly one encoding).
 func b58Uint(s string, max uint64) (v uint64, ok bool) {
-	for i := range len(s) {
-		d := b58Digits[s[i]]
-		if d == b58Invalid {
-			return 0, false
-		}
-		hi, lo := bits.Mul64(v, 58)
-		var c uint64
-		v, c = bits.Add64(lo, uint64(d), 0)
-		if hi|c != 0 {
-			return 0, false
-		}
+	if s == "" || len(s) > b58Chunk64 {
+		return 0, false
 	}
-	return v, v <= max
+	// All digits but the last cannot overflow: 58^10 < 2^64.
+	var acc byte
+	for i := range len(s) - 1 {
+		d := b58Digits[s[i]]
+		acc |= d
+		v = v*58 + uint64(d)
+	}
+	d := b58Digits[s[len(s)-1]]
+	if (acc|d)&0x80 != 0 {
+		return 0, false
+	}
+	hi, lo := bits.Mul64(v, 58)
+	v, c := bits.Add64(lo, uint64(d), 0)
+	if hi|c != 0 || v > max {
+		return 0, false
+	}
+	return v, true
 }

@@ -176,4 +176,3 @@ func BenchmarkCacheKey(b *testing.B) {
 		apikey.CacheKey(credential.DefaultTenant, tok)
 	}
 }
-

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/mr-tron/base58"
@@ -61,25 +60,25 @@ func NewV1(s *SecretSet, prefix string, id credential.KeyID, created time.Time) 
 	return msg + sum, nil
 }
 
-// splitV1 splits a v1-shaped token at the last "_v1_" and the '_' after it.
-// It checks the prefix, that identifier and checksum are base58 and their
-// lengths, not what they decode to.
+// splitV1 splits a v1-shaped token into prefix, identifier and checksum. It
+// checks the prefix, that identifier and checksum are base58 and their lengths,
+// not what they decode to. Neither base58 part can hold '_', so scanning back
+// from the end finds the last "_v1_" without a substring search.
 func splitV1(token string) (prefix, ident, sum string, ok bool) {
 	if len(token) > v1MaxLen {
 		return "", "", "", false
 	}
-	i := strings.LastIndex(token, v1Sep)
-	if i < 0 {
+	j := b58SuffixStart(token)
+	if j == len(token) || len(token)-j > v1MaxSumLen || j == 0 || token[j-1] != '_' {
 		return "", "", "", false
 	}
-	prefix, rest := token[:i], token[i+len(v1Sep):]
-	j := strings.IndexByte(rest, '_')
-	if j < 0 {
+	sum, rest := token[j:], token[:j-1]
+	k := b58SuffixStart(rest)
+	if k == len(rest) || len(rest)-k > v1MaxIdentLen || k < len(v1Sep)+1 || rest[k-len(v1Sep):k] != v1Sep {
 		return "", "", "", false
 	}
-	ident, sum = rest[:j], rest[j+1:]
-	if len(ident) > v1MaxIdentLen || len(sum) > v1MaxSumLen ||
-		!ValidPrefix(prefix) || !isB58(ident) || !isB58(sum) {
+	prefix, ident = rest[:k-len(v1Sep)], rest[k:]
+	if !ValidPrefix(prefix) {
 		return "", "", "", false
 	}
 	return prefix, ident, sum, true

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"unsafe"
 
 	"github.com/talos-project/talos/pkg/credential"
 )
@@ -129,12 +130,8 @@ func parseV2(token string, id *[v2IDLen]byte, secret *[v2SecretLen]byte) error {
 	return nil
 }
 
-// crcString is crc32.ChecksumIEEE(s) without copying s to the heap.
+// crcString is crc32.ChecksumIEEE(s) without copying s. The view of the
+// string's bytes is read-only: crc32 never writes to its input.
 func crcString(s string) uint32 {
-	var buf [v2MaxLen]byte
-	if len(s) > len(buf) {
-		return crc32.ChecksumIEEE([]byte(s))
-	}
-	n := copy(buf[:], s)
-	return crc32.ChecksumIEEE(buf[:n])
+	return crc32.ChecksumIEEE(unsafe.Slice(unsafe.StringData(s), len(s)))
 }
