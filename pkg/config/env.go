@@ -65,7 +65,7 @@ func readEnv(environ []string) (envDoc, error) {
 			if l, ok := unprefixed[name]; ok {
 				if _, set := vars[l.env]; !set {
 					out.warnings = append(out.warnings, fmt.Sprintf(
-						"environment variable %s is not read (Ory Talos reads unprefixed variables); use %s", name, l.env))
+						"environment variable %s is ignored: unlike Ory Talos, Talos reads only TALOS_ variables; use %s", name, l.env))
 				}
 			}
 			continue

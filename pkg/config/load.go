@@ -46,6 +46,10 @@ func Load(files []string, environ []string) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
+	return load(sch, files, environ)
+}
+
+func load(sch *jsonschema.Schema, files []string, environ []string) (Config, error) {
 	k := koanf.New(".")
 	for _, name := range files {
 		doc, err := readFile(name)

@@ -172,6 +172,10 @@ func describe(e *jsonschema.ValidationError, secret func(string) bool) []problem
 	at := func(msg string) []problem { return []problem{{path, msg}} }
 	switch k := e.ErrorKind.(type) {
 	case *kind.AdditionalProperties:
+		if hide {
+			// Under a secret key, a stray key name may be the secret itself.
+			return at("unknown keys (names not shown under a secret key)")
+		}
 		var out []problem
 		for _, p := range k.Properties {
 			key := join(path, p)
@@ -197,6 +201,9 @@ func describe(e *jsonschema.ValidationError, secret func(string) bool) []problem
 		}
 		return at("must be one of " + strings.Join(want, ", ") + got(k.Got))
 	case *kind.Pattern:
+		if strings.HasSuffix(e.SchemaURL, "/$defs/duration") {
+			return at("must be a Go duration such as 90s, 15m or 8760h (no days), or a number of seconds" + got(k.Got))
+		}
 		return at("must match " + k.Want + got(k.Got))
 	case *kind.MinLength:
 		return at(fmt.Sprintf("must be at least %d characters, got %d", k.Want, k.Got))
