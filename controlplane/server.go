@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/metadata"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -87,7 +89,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	s.metrics = &http.Server{Handler: mmux, ReadHeaderTimeout: 5 * time.Second}
 
 	s.grpcSrv = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(recoverUnary(log)),
+		grpc.ChainUnaryInterceptor(recoverUnary(log), adminAuthUnary(cfg.HTTP.AdminTokens)),
 		grpc.MaxRecvMsgSize(int(max(cfg.HTTP.MaxBodyBytes, 1<<20))),
 	)
 	mode := cfg.HTTP.Mode
@@ -162,6 +164,23 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	})
 	return g.Wait()
+}
+
+// adminAuthUnary requires a configured bearer token (metadata
+// "authorization: Bearer …") on the admin service when tokens are set.
+func adminAuthUnary(tokens httpapi.AdminTokens) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if tokens.Enabled() && strings.HasPrefix(info.FullMethod, "/talos.v2alpha1.ApiKeys/") {
+			var auth string
+			if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get("authorization")) > 0 {
+				auth = md.Get("authorization")[0]
+			}
+			if !tokens.Allow(auth) {
+				return nil, status.Error(codes.Unauthenticated, "a valid admin bearer token is required")
+			}
+		}
+		return handler(ctx, req)
+	}
 }
 
 func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {

@@ -200,3 +200,32 @@ func TestE2E_ServePublicHidesAdmin(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+func TestE2E_AdminBearerTokens(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	token := "admin-token-that-is-long-enough-0123456789"
+	srv := startServer(t, "TALOS_SERVE_ADMIN_AUTH_BEARER_TOKENS="+token)
+	body := jsonBody(map[string]string{"name": "n", "actor_id": "a"})
+	if code, b := do(t, "POST", srv.http+"/v2alpha1/admin/issuedApiKeys", body); code != http.StatusUnauthorized || !strings.Contains(string(b), "UNAUTHORIZED") {
+		t.Fatalf("without token: %d %s, want 401", code, b)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", srv.http+"/v2alpha1/admin/issuedApiKeys", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("with token: %d, want 201", resp.StatusCode)
+	}
+	// The public surface needs no token.
+	if code, _ := do(t, "POST", srv.http+"/v2alpha1/apiKeys:selfRevoke", jsonBody(map[string]string{"credential": "unknown-credential-123"})); code != http.StatusNotFound {
+		t.Errorf("self-revoke without token = %d, want 404", code)
+	}
+	if strings.Contains(srv.log.String(), token) {
+		t.Error("the admin token appeared in the log")
+	}
+}

@@ -123,9 +123,15 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error
 		return err
 	}
 	api := grpcapi.New(grpcapi.Deps{Keys: svc, Logger: log})
-	src, ok := httpapi.ParseClientIPSource(cfg.Serve.HTTP.ClientIPSource)
-	if !ok {
-		log.Warn("unknown serve.http.client_ip_source; using the remote address", slog.String("value", cfg.Serve.HTTP.ClientIPSource))
+	// Unknown sources were already reported as configuration warnings.
+	src, _ := httpapi.ParseClientIPSource(cfg.Serve.HTTP.ClientIPSource)
+	var tokens []string
+	for _, t := range cfg.Serve.Admin.Auth.BearerTokens {
+		tokens = append(tokens, t.Value())
+	}
+	adminTokens := httpapi.NewAdminTokens(tokens)
+	if !adminTokens.Enabled() && mode != httpapi.ModePublic {
+		log.Warn("the admin API has no authentication: keep it on a private network or set serve.admin.auth.bearer_tokens")
 	}
 	srv, err := controlplane.New(ctx, controlplane.Config{
 		HTTPAddr:    hostPort(cfg.Serve.HTTP.Host, cfg.Serve.HTTP.Port),
@@ -136,6 +142,7 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error
 			MaxBodyBytes:         cfg.Serve.HTTP.MaxBodyBytes,
 			ClientIPSource:       src,
 			ExcludeHealthFromLog: cfg.Serve.HTTP.RequestLog.ExcludeHealthEndpoints,
+			AdminTokens:          adminTokens,
 		},
 	}, controlplane.Deps{Keys: svc, API: api, Logger: log, Registry: telemetry.NewRegistry()})
 	if err != nil {

@@ -31,6 +31,8 @@ type Options struct {
 	ClientIPSource ClientIPSource
 	// ExcludeHealthFromLog keeps health probes out of the request log.
 	ExcludeHealthFromLog bool
+	// AdminTokens protect the admin surface; none means unauthenticated.
+	AdminTokens AdminTokens
 }
 
 // Deps are the collaborators of the handler.
@@ -107,6 +109,7 @@ func New(ctx context.Context, opts Options, deps Deps) (http.Handler, error) {
 	})
 
 	var h http.Handler = mux
+	h = adminAuth(opts.AdminTokens, h)
 	h = clientIPMiddleware(opts.ClientIPSource, h)
 	h = bodyLimit(opts.MaxBodyBytes, h)
 	h = securityHeaders(h)

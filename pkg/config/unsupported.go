@@ -15,7 +15,6 @@ var notYetSupported = []struct {
 }{
 	{"serve.http.cors", "CORS is not implemented yet; no CORS headers are sent"},
 	{"serve.http.trust_forwarded_host", "X-Forwarded-Host is only used for tenant routing, which is not implemented yet"},
-	{"serve.admin.auth", "admin authentication is not implemented yet; the admin API is UNAUTHENTICATED"},
 	{"cache", "caching is not implemented in the control plane yet"},
 	{"rate_limit", "rate-limit enforcement is not implemented yet; policies are stored but not enforced"},
 	{"last_used", "last-used tracking is not implemented yet"},
