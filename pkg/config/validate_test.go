@@ -206,7 +206,6 @@ func TestConfig_Unsupported(t *testing.T) {
 	c.Credentials.APIKeys.MaxTTL = config.Duration(time.Hour) // supported
 	want := []string{
 		"serve.http.cors.allowed_origins: CORS is not implemented yet; no CORS headers are sent",
-		"serve.admin.auth.bearer_tokens: admin authentication is not implemented yet; the admin API is UNAUTHENTICATED",
 		"cache.type=redis: caching is not implemented in the control plane yet",
 		"cache.redis.password: caching is not implemented in the control plane yet",
 		"rate_limit.enabled=true: rate-limit enforcement is not implemented yet; policies are stored but not enforced",
