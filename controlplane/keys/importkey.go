@@ -28,12 +28,7 @@ func (s *Service) Import(ctx context.Context, tenant credential.Tenant, in Impor
 			return credential.Key{}, err
 		}
 	}
-	err = s.store.InTx(ctx, func(tx store.Tx) error {
-		if err := tx.CreateKey(ctx, k); err != nil {
-			return err
-		}
-		return tx.AppendEvent(ctx, event(k, credential.EventCreated, k.CreateTime))
-	})
+	err = s.store.InTx(ctx, func(tx store.Tx) error { return s.createImported(ctx, tx, k, in.RawKey) })
 	if errors.Is(err, credential.ErrConflict) {
 		if in.RequestID != "" {
 			if prev, ferr := s.store.FindByRequestID(ctx, tenant, credential.KindImported, in.RequestID); ferr == nil {
@@ -47,6 +42,11 @@ func (s *Service) Import(ctx context.Context, tenant credential.Tenant, in Impor
 	}
 	return k, nil
 }
+
+var (
+	errIssuedShape        = credential.Errorf(credential.ErrConflict, "CONFLICT", "format conflicts with issued api key pattern")
+	errIssuedShapeInBatch = credential.Errorf(credential.ErrFailedPrecondition, "FAILED_PRECONDITION", "format conflicts with issued api key pattern")
+)
 
 var errAlreadyImported = &credential.Error{Kind: credential.ErrConflict, Reason: "API_KEY_EXISTS", Message: "key already imported"}
 
@@ -69,7 +69,7 @@ func (s *Service) prepareImport(tenant credential.Tenant, in *ImportInput) (cred
 		return credential.Key{}, credential.Errorf(credential.ErrFailedPrecondition, "FAILED_PRECONDITION", "format conflicts with derived token pattern")
 	}
 	if apikey.LooksIssued(in.RawKey) {
-		return credential.Key{}, credential.Errorf(credential.ErrConflict, "CONFLICT", "format conflicts with issued api key pattern")
+		return credential.Key{}, errIssuedShape
 	}
 	if err := s.validateCreate(&in.IssueInput); err != nil {
 		return credential.Key{}, err
@@ -103,6 +103,9 @@ func (s *Service) BatchImport(ctx context.Context, tenant credential.Tenant, ins
 	var ids []credential.KeyID
 	for i := range ins {
 		k, err := s.prepareImport(tenant, &ins[i])
+		if err == errIssuedShape {
+			err = errIssuedShapeInBatch // Talos answers FAILED_PRECONDITION per item
+		}
 		if err != nil {
 			out[i].Err = err
 			continue
@@ -141,7 +144,7 @@ func (s *Service) BatchImport(ctx context.Context, tenant credential.Tenant, ins
 	// conflicting items fail.
 	err = s.store.InTx(ctx, func(tx store.Tx) error {
 		for _, i := range todo {
-			if err := s.createImported(ctx, tx, out[i].Key); err != nil {
+			if err := s.createImported(ctx, tx, out[i].Key, ins[i].RawKey); err != nil {
 				return err
 			}
 		}
@@ -149,7 +152,7 @@ func (s *Service) BatchImport(ctx context.Context, tenant credential.Tenant, ins
 	})
 	if errors.Is(err, credential.ErrConflict) {
 		for _, i := range todo {
-			err := s.store.InTx(ctx, func(tx store.Tx) error { return s.createImported(ctx, tx, out[i].Key) })
+			err := s.store.InTx(ctx, func(tx store.Tx) error { return s.createImported(ctx, tx, out[i].Key, ins[i].RawKey) })
 			if errors.Is(err, credential.ErrConflict) {
 				out[i] = ImportOutcome{Err: errAlreadyImported}
 			} else if err != nil {
@@ -164,7 +167,18 @@ func (s *Service) BatchImport(ctx context.Context, tenant credential.Tenant, ins
 	return out, nil
 }
 
-func (s *Service) createImported(ctx context.Context, tx store.Tx, k credential.Key) error {
+func (s *Service) createImported(ctx context.Context, tx store.Tx, k credential.Key, raw string) error {
+	// With keyed import hashes, raw may be stored under the ID of a retired
+	// secret; it is the same key, so importing it again is a conflict.
+	for _, id := range s.importedIDs(k.Tenant, raw)[1:] {
+		_, err := tx.GetKey(ctx, k.Tenant, credential.KindImported, id)
+		if err == nil {
+			return errAlreadyImported
+		}
+		if !errors.Is(err, credential.ErrNotFound) {
+			return err
+		}
+	}
 	if err := tx.CreateKey(ctx, k); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -103,7 +104,8 @@ func (s *Service) validateAttributes(a *Attributes, set FieldSet) error {
 		a.Metadata = md
 	}
 	if set.Has(FieldRatePolicy) && a.RatePolicy != nil {
-		rp := a.RatePolicy
+		rp := *a.RatePolicy // a copy: the caller's policy is not ours to change
+		a.RatePolicy = &rp
 		if rp.Quota <= 0 {
 			return invalidf("rate_limit_policy.quota must be greater than 0")
 		}
@@ -122,6 +124,7 @@ func (s *Service) validateAttributes(a *Attributes, set FieldSet) error {
 		if len(a.AllowedCIDRs) > MaxCIDRs {
 			return invalidf("at most %d allowed_cidrs are allowed", MaxCIDRs)
 		}
+		a.AllowedCIDRs = slices.Clone(a.AllowedCIDRs)
 		for i, p := range a.AllowedCIDRs {
 			if !p.IsValid() {
 				return invalidf("allowed_cidrs[%d] is not a valid CIDR", i)
