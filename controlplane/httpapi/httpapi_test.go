@@ -1,0 +1,154 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
+	"testing"
+
+	"github.com/talos-project/talos/controlplane/grpcapi"
+	"github.com/talos-project/talos/controlplane/httpapi"
+	"github.com/talos-project/talos/controlplane/keys"
+	"github.com/talos-project/talos/controlplane/store/sqlite"
+	"github.com/talos-project/talos/pkg/apikey"
+)
+
+// newTestHandler builds the real stack (SQLite in t.TempDir(), keys service,
+// gRPC adapter) behind the HTTP handler.
+func newTestHandler(t testing.TB, opts httpapi.Options) http.Handler {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), "sqlite://"+filepath.Join(t.TempDir(), "t.db"), sqlite.Options{AutoMigrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	secrets, err := apikey.NewSecretSet([]byte("httpapi-test-secret-0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := keys.New(keys.Options{Issuer: "http://t", Prefix: "talos"}, keys.Deps{Store: st, Secrets: secrets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := httpapi.New(t.Context(), opts, httpapi.Deps{API: grpcapi.New(grpcapi.Deps{Keys: svc}), Ready: svc.Ping})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func serve(h http.Handler, method, path string, body []byte, header ...string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, path, bytes.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		r.Header.Set(header[i], header[i+1])
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+// FuzzDecode posts arbitrary bodies to the JSON endpoints: the answer is never
+// a 5xx and is always JSON (an AIP-193 error or a response).
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{`{}`, `{"credential":"x"}`, `{"name":"n","actor_id":"a"}`, `{"name":`, "\xff", `{"requests":[{"credential":"a"}]}`, `{"name":"n","actor_id":"a","metadata":{"a":[1,{"b":null}]},"ttl":"1y2mo"}`} {
+		f.Add(s)
+	}
+	h := newTestHandler(f, httpapi.Options{MaxBodyBytes: 1 << 16})
+	paths := []string{"/v2alpha1/admin/apiKeys:verify", "/v2alpha1/admin/issuedApiKeys", "/v2alpha1/admin/apiKeys:batchVerify", "/v2alpha1/admin/importedApiKeys", "/v2alpha1/apiKeys:selfRevoke"}
+	f.Fuzz(func(t *testing.T, body string) {
+		for _, p := range paths {
+			w := serve(h, "POST", p, []byte(body))
+			if w.Code >= 500 {
+				t.Fatalf("POST %s %q = %d %s", p, body, w.Code, w.Body)
+			}
+			if !json.Valid(w.Body.Bytes()) {
+				t.Fatalf("POST %s %q: body is not JSON: %q", p, body, w.Body)
+			}
+		}
+	})
+}
+
+func TestHandler_StatusCodesAndHeaders(t *testing.T) {
+	t.Parallel()
+	h := newTestHandler(t, httpapi.Options{})
+	w := serve(h, "POST", "/v2alpha1/admin/issuedApiKeys", []byte(`{"name":"n","actor_id":"a"}`), "X-Request-ID", "req-1")
+	if w.Code != http.StatusCreated {
+		t.Fatalf("issue = %d %s", w.Code, w.Body)
+	}
+	for k, v := range map[string]string{"X-Request-ID": "req-1", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"} {
+		if got := w.Header().Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	var issued struct {
+		Key struct {
+			ID string `json:"key_id"`
+		} `json:"issued_api_key"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &issued); err != nil {
+		t.Fatal(err)
+	}
+	w = serve(h, "POST", "/v2alpha1/admin/issuedApiKeys/"+issued.Key.ID+":revoke", []byte(`{"reason":"REVOCATION_REASON_SUPERSEDED"}`))
+	if w.Code != http.StatusNoContent || w.Body.Len() != 0 {
+		t.Fatalf("revoke = %d %q, want 204 with no body", w.Code, w.Body)
+	}
+	w = serve(h, "POST", "/v2alpha1/admin/issuedApiKeys/"+issued.Key.ID+":revoke", []byte(`{"reason":"REVOCATION_REASON_SUPERSEDED"}`))
+	if w.Code != http.StatusConflict {
+		t.Fatalf("second revoke = %d, want 409", w.Code)
+	}
+	w = serve(h, "GET", "/v2alpha1/admin/issuedApiKeys", nil, "X-Request-ID", string(make([]byte, 200)))
+	if len(w.Header().Get("X-Request-ID")) != 36 {
+		t.Errorf("an over-long X-Request-ID must be replaced by a UUID, got %q", w.Header().Get("X-Request-ID"))
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		src    httpapi.ClientIPSource
+		header string
+		value  string
+		want   string
+	}{
+		{httpapi.SourceRemoteAddr, "X-Forwarded-For", "1.2.3.4", "192.0.2.1"},
+		{httpapi.SourceXForwardedFor, "X-Forwarded-For", "1.2.3.4, 5.6.7.8", "1.2.3.4"},
+		{httpapi.SourceXForwardedFor, "X-Forwarded-For", "garbage", "192.0.2.1"},
+		{httpapi.SourceXRealIP, "X-Real-IP", "2001:db8::1", "2001:db8::1"},
+		{httpapi.SourceCFConnectingIP, "CF-Connecting-IP", "::ffff:10.0.0.1", "10.0.0.1"},
+		{httpapi.SourceTrueClientIP, "True-Client-IP", "", "192.0.2.1"},
+	}
+	for _, tc := range cases {
+		r := httptest.NewRequest("GET", "/", nil)
+		if tc.value != "" {
+			r.Header.Set(tc.header, tc.value)
+		}
+		if got := httpapi.ClientIP(tc.src, r); got != netip.MustParseAddr(tc.want) {
+			t.Errorf("ClientIP(%v, %s=%q) = %v, want %s", tc.src, tc.header, tc.value, got, tc.want)
+		}
+	}
+	r := httptest.NewRequest("GET", "/", nil)
+	r.RemoteAddr = "not-an-address"
+	if got := httpapi.ClientIP(httpapi.SourceRemoteAddr, r); got.IsValid() {
+		t.Errorf("unparsable remote address gave %v, want the zero Addr (fail closed)", got)
+	}
+}
+
+func TestAdminTokens(t *testing.T) {
+	t.Parallel()
+	a := httpapi.NewAdminTokens([]string{"first-token", "second-token"})
+	for auth, want := range map[string]bool{
+		"Bearer first-token": true, "bearer second-token": true, "Bearer third": false,
+		"first-token": false, "Basic first-token": false, "": false, "Bearer ": false,
+	} {
+		if got := a.Allow(auth); got != want {
+			t.Errorf("Allow(%q) = %v, want %v", auth, got, want)
+		}
+	}
+	if !httpapi.NewAdminTokens(nil).Allow("") {
+		t.Error("with no tokens configured every caller is allowed")
+	}
+}
