@@ -200,9 +200,9 @@ func (s *Store) EventsSince(ctx context.Context, cursor int64, limit int) ([]cre
 	var events []credential.Event
 	for rows.Next() {
 		var (
-			e               credential.Event
-			tenant, id      string
-			kind, typ, at   int64
+			e             credential.Event
+			tenant, id    string
+			kind, typ, at int64
 		)
 		if err := rows.Scan(&e.Seq, &tenant, &kind, &id, &typ, &at); err != nil {
 			return nil, s.fail(ctx, err, op, "")
