@@ -171,8 +171,8 @@ func TestE2E_KeyLifecycleWithOrySDK(t *testing.T) {
 	// Issue.
 	issued, resp, err := c.ApiKeysAPI.AdminIssueApiKey(ctx).IssueApiKeyRequest(ory.IssueApiKeyRequest{
 		Name: ptr("ci"), ActorId: ptr("svc-build"), Scopes: []string{"read", "write"},
-		Metadata:      map[string]any{"team": "platform"},
-		IpRestriction: &ory.IPRestriction{AllowedCidrs: []string{"127.0.0.0/8", "::1/128"}},
+		Metadata:        map[string]any{"team": "platform"},
+		IpRestriction:   &ory.IPRestriction{AllowedCidrs: []string{"127.0.0.0/8", "::1/128"}},
 		RateLimitPolicy: &ory.RateLimitPolicy{Quota: ptr("100"), Window: ptr("60s")},
 		Ttl:             ptr("24h"),
 	}).Execute()

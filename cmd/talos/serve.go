@@ -24,9 +24,9 @@ import (
 func newServeCmd(e *env) *cobra.Command {
 	var files []string
 	cmd := &cobra.Command{
-		Use:   "serve [admin|public]",
-		Short: "Run the control plane (all surfaces, or only the admin or the public one)",
-		Args:  cobra.MaximumNArgs(1),
+		Use:       "serve [admin|public]",
+		Short:     "Run the control plane (all surfaces, or only the admin or the public one)",
+		Args:      cobra.MaximumNArgs(1),
 		ValidArgs: []string{"admin", "public"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mode := httpapi.ModeAll
