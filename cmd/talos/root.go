@@ -62,7 +62,7 @@ func buildVersion() string {
 				return "dev-" + s.Value[:12]
 			}
 		}
-		if bi.Main.Version != "" {
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 			return bi.Main.Version
 		}
 	}

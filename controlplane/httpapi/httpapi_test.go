@@ -152,3 +152,40 @@ func TestAdminTokens(t *testing.T) {
 		t.Error("with no tokens configured every caller is allowed")
 	}
 }
+
+// TestHandler_DeadDatabaseIs503 closes the database under a running handler:
+// every call fails closed with 503, promptly.
+func TestHandler_DeadDatabaseIs503(t *testing.T) {
+	t.Parallel()
+	st, err := sqlite.Open(t.Context(), "sqlite://"+filepath.Join(t.TempDir(), "t.db"), sqlite.Options{AutoMigrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets, _ := apikey.NewSecretSet([]byte("httpapi-test-secret-0123456789abcdef"))
+	svc, err := keys.New(keys.Options{Issuer: "http://t", Prefix: "talos"}, keys.Deps{Store: st, Secrets: secrets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := httpapi.New(t.Context(), httpapi.Options{}, httpapi.Deps{API: grpcapi.New(grpcapi.Deps{Keys: svc}), Ready: svc.Ping})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := serve(h, "POST", "/v2alpha1/admin/issuedApiKeys", []byte(`{"name":"n","actor_id":"a"}`))
+	if w.Code != http.StatusCreated {
+		t.Fatalf("issue = %d", w.Code)
+	}
+	st.Close()
+	for _, req := range []struct{ method, path, body string }{
+		{"POST", "/v2alpha1/admin/apiKeys:verify", `{"credential":"sk_live_some_imported_key"}`},
+		{"POST", "/v2alpha1/admin/issuedApiKeys", `{"name":"n","actor_id":"a"}`},
+		{"GET", "/v2alpha1/admin/issuedApiKeys", ``},
+	} {
+		w := serve(h, req.method, req.path, []byte(req.body))
+		if w.Code != http.StatusServiceUnavailable || !bytes.Contains(w.Body.Bytes(), []byte(`"SERVICE_UNAVAILABLE"`)) {
+			t.Errorf("%s %s with a dead database = %d %s, want 503 SERVICE_UNAVAILABLE", req.method, req.path, w.Code, w.Body)
+		}
+	}
+	if w := serve(h, "GET", "/health/ready", nil); w.Code != http.StatusServiceUnavailable {
+		t.Errorf("/health/ready with a dead database = %d, want 503", w.Code)
+	}
+}
