@@ -21,10 +21,13 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Regenerates the committed protobuf/gRPC/gateway code. Needs protoc (Debian:
-# protobuf-compiler); the Go plugins are pinned as tool lines in go.mod.
+# Regenerates the committed protobuf/gRPC/gateway code, byte for byte. Needs
+# protoc and the well-known types (Debian: protobuf-compiler, installed here
+# when missing and running as root); the Go plugins are pinned as tool lines
+# in go.mod, so the output does not depend on what is installed.
 generate:
-	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install -y protobuf-compiler"; exit 1; }
+	@command -v protoc >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq protobuf-compiler; } \
+		|| { echo "protoc missing: apt-get install -y protobuf-compiler"; exit 1; }
 	protoc -I $(PROTO_DIR) -I $(PROTOC_INCLUDE) \
 		--plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
 		--plugin=protoc-gen-go-grpc="$$($(GO) tool -n protoc-gen-go-grpc)" \
