@@ -53,6 +53,7 @@ type Deps struct {
 // Server is one control-plane process. Create it with New, then Run it.
 type Server struct {
 	cfg      Config
+	keys     *keys.Service
 	log      *slog.Logger
 	httpLn   net.Listener
 	grpcLn   net.Listener
@@ -72,7 +73,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, keys: deps.Keys}
 	ready := func(ctx context.Context) error { return deps.Keys.Ping(ctx) }
 
 	h, err := httpapi.New(ctx, cfg.HTTP, httpapi.Deps{API: deps.API, Logger: log, Ready: ready})
@@ -138,6 +139,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	g.Go(func() error { return s.keys.Run(gctx) })
 	serveHTTP(s.httpSrv, s.httpLn, "HTTP")
 	serveHTTP(s.metrics, s.metricLn, "Metrics")
 	g.Go(func() error {

@@ -118,6 +118,11 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error
 		MaxTTL:                ak.MaxTTL.D(),
 		ClockSkew:             cfg.Credentials.ClockSkew.D(),
 		KeyedImportHash:       cfg.Credentials.ImportedKeys.Hashing == config.ImportHashingHMAC,
+		LastUsed: keys.LastUsedOptions{
+			QueueSize:     cfg.LastUsed.QueueSize,
+			FlushSize:     cfg.LastUsed.FlushSize,
+			FlushInterval: cfg.LastUsed.FlushInterval.D(),
+		},
 	}, keys.Deps{Store: st, Secrets: secrets, Logger: log})
 	if err != nil {
 		return err

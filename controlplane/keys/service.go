@@ -58,6 +58,8 @@ type Options struct {
 	// KeyedImportHash hashes imported keys with a subkey of the HMAC secret
 	// instead of Talos's unkeyed SHA-512/256.
 	KeyedImportHash bool
+	// LastUsed tunes last-used tracking; the zero value uses the defaults.
+	LastUsed LastUsedOptions
 }
 
 // Deps are the collaborators of a Service.
@@ -84,6 +86,7 @@ type Service struct {
 	rand     io.Reader
 	prefixes map[string]credential.Visibility // every prefix accepted on verify
 	pager    *pager
+	used     *lastUsed
 }
 
 var (
@@ -118,6 +121,7 @@ func New(opts Options, deps Deps) (*Service, error) {
 		rand:     deps.Rand,
 		prefixes: map[string]credential.Visibility{opts.Prefix: credential.VisibilitySecret},
 		pager:    newPager(deps.Secrets),
+		used:     newLastUsed(opts.LastUsed),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -145,6 +145,7 @@ func (s *Service) check(k *credential.Key, r *route, p credential.Presented) (cr
 	if !k.AllowsIP(p.ClientIP) {
 		return res, errIPNotAllowed
 	}
+	s.used.note(k, now)
 	return res, nil
 }
 

@@ -209,7 +209,7 @@ func TestConfig_Unsupported(t *testing.T) {
 		"cache.type=redis: caching is not implemented in the control plane yet",
 		"cache.redis.password: caching is not implemented in the control plane yet",
 		"rate_limit.enabled=true: rate-limit enforcement is not implemented yet; policies are stored but not enforced",
-		"last_used.num_workers=2: last-used tracking is not implemented yet",
+		"last_used.num_workers=2: one writer flushes last-used times; num_workers has no effect",
 		"tracing.enabled=true: tracing is not implemented yet",
 		"quota.api_keys_max=10: quotas are not enforced yet",
 		"multitenancy.enabled=true: multi-tenancy is not implemented yet; every request belongs to the default tenant",
