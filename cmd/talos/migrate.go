@@ -19,18 +19,20 @@ func newMigrateCmd(e *env) *cobra.Command {
 	}
 	cmd.PersistentFlags().StringSliceVarP(&files, "config", "c", nil, "config file (YAML or JSON)")
 	cmd.PersistentFlags().StringVar(&database, "database", "", "database DSN (overrides db.dsn)")
+	// dsn is --database or db.dsn; only SQLite is built in so far.
 	dsn := func() (string, error) {
-		if database != "" {
-			return database, nil
+		d := database
+		if d == "" {
+			cfg, err := config.Load(files, e.vars)
+			if err != nil {
+				return "", err
+			}
+			if err := cfg.RequireDSN(); err != nil {
+				return "", err
+			}
+			d = cfg.DB.DSN.Value()
 		}
-		cfg, err := config.Load(files, e.vars)
-		if err != nil {
-			return "", err
-		}
-		if err := cfg.RequireDSN(); err != nil {
-			return "", err
-		}
-		return cfg.DB.DSN.Value(), nil
+		return d, checkSQLite(d)
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "up",
@@ -39,9 +41,6 @@ func newMigrateCmd(e *env) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			d, err := dsn()
 			if err != nil {
-				return err
-			}
-			if err := checkSQLite(d); err != nil {
 				return err
 			}
 			if err := sqlite.Migrate(cmd.Context(), d); err != nil {
@@ -57,9 +56,6 @@ func newMigrateCmd(e *env) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			d, err := dsn()
 			if err != nil {
-				return err
-			}
-			if err := checkSQLite(d); err != nil {
 				return err
 			}
 			sts, err := sqlite.MigrationStatus(cmd.Context(), d)
