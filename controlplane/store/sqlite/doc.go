@@ -11,6 +11,6 @@
 // and many readers. An in-memory database (":memory:") lives in one
 // connection, which every call shares.
 //
-// This package imports sqlstore, store, migrate and credential, plus the
-// driver; nothing imports it but cmd/talos and tests.
+// This package imports sqlstore, migrate and credential, plus the driver;
+// nothing but cmd/talos and tests imports it.
 package sqlite

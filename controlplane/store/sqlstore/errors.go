@@ -35,7 +35,10 @@ func (e *opError) Error() string {
 	if e.kind != nil {
 		msg += ": " + e.kind.Error()
 	}
-	if e.cause != nil && e.cause != e.kind {
+	if e.ctxErr != nil {
+		msg += ": " + e.ctxErr.Error()
+	}
+	if e.cause != nil {
 		msg += ": " + e.cause.Error()
 	}
 	return msg

@@ -117,7 +117,7 @@ func TestInTx_ExecTx(t *testing.T) {
 	}
 
 	errBoom := errors.New("boom")
-	if err := s.InTx(ctx, func(store.Tx) error { return errBoom }); err != errBoom { //nolint:errorlint // must be unchanged
+	if err := s.InTx(ctx, func(store.Tx) error { return errBoom }); err != errBoom { // identity: unchanged
 		t.Errorf("InTx = %v, want fn's error unchanged", err)
 	}
 }

@@ -112,7 +112,7 @@ func race(t *testing.T, s store.Store, fn func(tx store.Tx, i int) error) {
 		switch {
 		case err == nil:
 			won++
-		case err != errLost: //nolint:errorlint // InTx must return fn's error itself
+		case err != errLost: // identity: InTx returns fn's error itself
 			t.Errorf("racer %d: error = %v, want nil or fn's error unchanged (%v)", i, err, errLost)
 		}
 	}
@@ -145,7 +145,7 @@ func testRollback(t *testing.T, s store.Store) {
 		}
 		return errBoom
 	})
-	if err != errBoom { //nolint:errorlint // InTx must return fn's error itself
+	if err != errBoom { // identity: InTx returns fn's error itself
 		t.Fatalf("InTx = %v, want fn's error unchanged", err)
 	}
 	diffKey(t, "key after rollback", k, mustGet(t, s, tenant, k.Kind, k.ID))
