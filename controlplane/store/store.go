@@ -76,8 +76,11 @@ type Tx interface {
 	// CreateKey inserts k. A duplicate (tenant, kind, ID) or (tenant, kind,
 	// RequestID) is credential.ErrConflict.
 	CreateKey(ctx context.Context, k credential.Key) error
-	// UpdateKey replaces every mutable field of the stored key with k's
-	// (identified by tenant, kind and ID), or returns credential.ErrNotFound.
+	// UpdateKey replaces the stored key (identified by tenant, kind and ID)
+	// with k, except its identity, CreateTime, RequestID and LastUsedTime
+	// (which only TouchLastUsed moves, never backwards, so an update built
+	// from an older read cannot roll it back). Returns credential.ErrNotFound
+	// when there is no such key.
 	UpdateKey(ctx context.Context, k credential.Key) error
 	// DeleteKey removes the key or returns credential.ErrNotFound.
 	DeleteKey(ctx context.Context, tenant credential.Tenant, kind credential.Kind, id credential.KeyID) error
