@@ -61,6 +61,10 @@ type Store interface {
 	// outside the Tx.
 	InTx(ctx context.Context, fn func(tx Tx) error) error
 
+	// ListSigningKeys returns the tenant's derived-token signing keys,
+	// ordered by Generation ascending. The slice is owned by the caller.
+	ListSigningKeys(ctx context.Context, tenant credential.Tenant) ([]SigningKey, error)
+
 	// EventsSince returns up to limit outbox events with Seq > cursor, in Seq
 	// order.
 	EventsSince(ctx context.Context, cursor int64, limit int) ([]credential.Event, error)
@@ -86,4 +90,27 @@ type Tx interface {
 	DeleteKey(ctx context.Context, tenant credential.Tenant, kind credential.Kind, id credential.KeyID) error
 	// AppendEvent writes e to the outbox; Seq is assigned by the store.
 	AppendEvent(ctx context.Context, e credential.Event) error
+	// CreateSigningKey inserts k. A duplicate (tenant, Generation) or
+	// (tenant, ID) is credential.ErrConflict, which is how concurrent
+	// replicas agree on one key per generation.
+	CreateSigningKey(ctx context.Context, k SigningKey) error
+	// RetireSigningKey sets the NotAfter of the key of that generation, or
+	// returns credential.ErrNotFound.
+	RetireSigningKey(ctx context.Context, tenant credential.Tenant, generation int64, notAfter time.Time) error
+}
+
+// SigningKey is a stored derived-token signing key. The private key is
+// Sealed (encrypted) by the caller; the store never sees it in the clear.
+type SigningKey struct {
+	Tenant credential.Tenant
+	// Generation orders keys: the current key is the newest one that is not
+	// retired. Generation 1 is the first key of a tenant.
+	Generation int64
+	ID         string // the JWK key ID ("kid")
+	Algorithm  string // EdDSA, RS256 or ES256
+	Sealed     []byte
+	CreateTime time.Time
+	// NotAfter is zero for a key in service; once set, the key signs nothing
+	// and is published only until then.
+	NotAfter time.Time
 }

@@ -97,3 +97,11 @@ func (f *FailingStore) Ping(ctx context.Context) error {
 	}
 	return f.Store.Ping(ctx)
 }
+
+// ListSigningKeys implements store.Store.
+func (f *FailingStore) ListSigningKeys(ctx context.Context, tenant credential.Tenant) ([]store.SigningKey, error) {
+	if err := f.fault(); err != nil {
+		return nil, err
+	}
+	return f.Store.ListSigningKeys(ctx, tenant)
+}

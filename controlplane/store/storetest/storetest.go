@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"timestamps UTC microseconds", testTimestamps},
 		{"large metadata", testLargeMetadata},
 		{"touch last used", testTouchLastUsed},
+		{"signing keys", testSigningKeys},
 		{"cancelled context", testCancelledContext},
 		{"deadline while blocked on a lock", testBlockedDeadline},
 		{"closed store is unavailable", testClosed},
