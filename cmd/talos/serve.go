@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -86,27 +87,36 @@ func openStore(ctx context.Context, cfg config.Config, migrate bool) (store.Stor
 	}
 }
 
-func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error {
-	cfg, log, err := loadConfig(e, files)
-	if err != nil {
-		return err
-	}
-	log.Info("Starting Talos", slog.String("version", buildVersion()), slog.String("log_level", string(cfg.Log.Level)), slog.String("log_format", string(cfg.Log.Format)))
-	for _, u := range cfg.Unsupported() {
-		log.Warn("configuration key not supported yet; it has no effect", slog.String("key", u))
-	}
+// plane is the state every command that works on the database shares: the
+// store and the keys service over it.
+type plane struct {
+	store store.Store
+	keys  *keys.Service
+}
+
+func (p *plane) close() { p.store.Close() }
+
+// buildPlane opens the store and builds the keys service from cfg.
+func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (*plane, error) {
 	secrets, err := secretSet(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	st, err := openStore(ctx, cfg, cfg.DB.MigrateOnStart())
+	signing, err := signingKeysFromConfig(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer st.Close()
-	log.Info("Database connected", slog.String("driver", string(cfg.DB.Driver())))
-
-	ak := cfg.Credentials.APIKeys
+	st, err := openStore(ctx, cfg, migrate)
+	if err != nil {
+		return nil, err
+	}
+	ak, dt := cfg.Credentials.APIKeys, cfg.Credentials.DerivedTokens
+	var retiredIssuers []string
+	for _, r := range cfg.Credentials.IssuerRetired {
+		if r.Active(time.Now()) {
+			retiredIssuers = append(retiredIssuers, r.Value)
+		}
+	}
 	svc, err := keys.New(keys.Options{
 		Issuer:                cfg.Credentials.Issuer,
 		Format:                keys.Format(ak.Format),
@@ -123,11 +133,43 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error
 			FlushSize:     cfg.LastUsed.FlushSize,
 			FlushInterval: cfg.LastUsed.FlushInterval.D(),
 		},
+		Derived: keys.DerivedOptions{
+			DefaultTTL:       dt.DefaultTTL.D(),
+			SigningKeys:      signing,
+			CurrentKID:       dt.JWT.SigningKeyID,
+			MacaroonPrefixes: append([]string{dt.Macaroon.Prefix.Current}, dt.Macaroon.Prefix.Retired...),
+			RetiredIssuers:   retiredIssuers,
+		},
 	}, keys.Deps{Store: st, Secrets: secrets, Logger: log})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &plane{store: st, keys: svc}, nil
+}
+
+func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error {
+	cfg, log, err := loadConfig(e, files)
 	if err != nil {
 		return err
 	}
-	api := grpcapi.New(grpcapi.Deps{Keys: svc, Logger: log})
+	log.Info("Starting Talos", slog.String("version", buildVersion()), slog.String("log_level", string(cfg.Log.Level)), slog.String("log_format", string(cfg.Log.Format)))
+	for _, u := range cfg.Unsupported() {
+		log.Warn("configuration key not supported yet; it has no effect", slog.String("key", u))
+	}
+	p, err := buildPlane(ctx, cfg, log, cfg.DB.MigrateOnStart())
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	log.Info("Database connected", slog.String("driver", string(cfg.DB.Driver())))
+	// Load (or, on first start, generate) the signing keys now, so that a
+	// broken key fails the start rather than the first derive.
+	if _, err := p.keys.JWKS(ctx); err != nil {
+		return err
+	}
+
+	api := grpcapi.New(grpcapi.Deps{Keys: p.keys, Logger: log})
 	// Unknown sources were already reported as configuration warnings.
 	src, _ := httpapi.ParseClientIPSource(cfg.Serve.HTTP.ClientIPSource)
 	var tokens []string
@@ -149,7 +191,7 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error
 			ExcludeHealthFromLog: cfg.Serve.HTTP.RequestLog.ExcludeHealthEndpoints,
 			AdminTokens:          adminTokens,
 		},
-	}, controlplane.Deps{Keys: svc, API: api, Logger: log, Registry: telemetry.NewRegistry()})
+	}, controlplane.Deps{Keys: p.keys, API: api, Logger: log, Registry: telemetry.NewRegistry()})
 	if err != nil {
 		return err
 	}

@@ -181,12 +181,9 @@ func (s *Server) batchImport(ctx context.Context, r *pb.BatchCreateImportedApiKe
 }
 
 func (s *Server) GetJwks(ctx context.Context, _ *pb.GetJwksRequest) (*pb.GetJwksResponse, error) {
-	set := map[string]any{"keys": []any{}}
-	if s.jwks != nil {
-		var err error
-		if set, err = s.jwks(ctx); err != nil {
-			return nil, s.toStatus(ctx, "GetJwks", err)
-		}
+	set, err := s.keys.JWKS(ctx)
+	if err != nil {
+		return nil, s.toStatus(ctx, "GetJwks", err)
 	}
 	st, err := structpb.NewStruct(set)
 	if err != nil {

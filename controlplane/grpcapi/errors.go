@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/talos-project/talos/pkg/credential"
 	"github.com/talos-project/talos/pkg/errcode"
 )
 
@@ -35,5 +34,3 @@ func (s *Server) toStatus(ctx context.Context, method string, err error) error {
 	}
 	return st.Err()
 }
-
-var errUnimplemented = credential.Errorf(credential.ErrUnimplemented, "NOT_FOUND", "this operation is not available on this server")

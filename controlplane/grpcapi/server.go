@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/talos-project/talos/controlplane/keys"
 	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
@@ -13,17 +15,11 @@ import (
 	"github.com/talos-project/talos/pkg/credential"
 )
 
-// JWKSFunc returns the public JSON Web Key Set ({"keys": [...]}) as a generic
-// JSON object.
-type JWKSFunc func(ctx context.Context) (map[string]any, error)
-
 // Deps are the collaborators of a Server.
 type Deps struct {
 	Keys   *keys.Service
 	Logger *slog.Logger
-	// JWKS serves the derived-token key set; nil serves an empty set.
-	JWKS JWKSFunc
-	Now  func() time.Time
+	Now    func() time.Time
 }
 
 // Server implements the ApiKeys, SelfService and DerivedKeys services.
@@ -34,7 +30,6 @@ type Server struct {
 
 	keys *keys.Service
 	log  *slog.Logger
-	jwks JWKSFunc
 	now  func() time.Time
 }
 
@@ -46,7 +41,7 @@ var (
 
 // New returns a Server.
 func New(deps Deps) *Server {
-	s := &Server{keys: deps.Keys, log: deps.Logger, jwks: deps.JWKS, now: deps.Now}
+	s := &Server{keys: deps.Keys, log: deps.Logger, now: deps.Now}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -232,8 +227,35 @@ func (s *Server) presented(ctx context.Context, r *pb.VerifyApiKeyRequest) crede
 	}
 }
 
-func (s *Server) AdminDeriveToken(ctx context.Context, _ *pb.DeriveTokenRequest) (*pb.DeriveTokenResponse, error) {
-	return nil, s.toStatus(ctx, "AdminDeriveToken", errUnimplemented)
+func (s *Server) AdminDeriveToken(ctx context.Context, r *pb.DeriveTokenRequest) (*pb.DeriveTokenResponse, error) {
+	const method = "AdminDeriveToken"
+	in := keys.DeriveInput{
+		Presented: credential.Presented{Tenant: tenant(ctx), Credential: r.GetCredential(), ClientIP: clientIP(ctx)},
+		Scopes:    r.GetScopes(), CustomClaims: r.GetCustomClaims().AsMap(), Audiences: r.GetAudiences(),
+	}
+	switch r.GetAlgorithm() {
+	case pb.TokenAlgorithm_TOKEN_ALGORITHM_UNSPECIFIED, pb.TokenAlgorithm_TOKEN_ALGORITHM_JWT:
+		in.Algorithm = keys.AlgorithmJWT
+	case pb.TokenAlgorithm_TOKEN_ALGORITHM_MACAROON:
+		in.Algorithm = keys.AlgorithmMacaroon
+	default:
+		return nil, s.toStatus(ctx, method, credential.Invalid("unknown algorithm"))
+	}
+	var err error
+	if in.TTL, err = apiconv.ParseDuration(r.GetTtl()); err != nil {
+		return nil, s.toStatus(ctx, method, credential.Invalid("ttl: "+err.Error()))
+	}
+	d, err := s.keys.Derive(ctx, in)
+	if err != nil {
+		return nil, s.toStatus(ctx, method, err)
+	}
+	claims, err := structpb.NewStruct(d.Claims)
+	if err != nil {
+		claims = nil
+	}
+	return &pb.DeriveTokenResponse{Token: &pb.Token{
+		Token: d.Token, ExpireTime: timestamppb.New(d.ExpireTime), Scopes: d.Scopes, Claims: claims, Audiences: d.Audiences,
+	}}, nil
 }
 
 func (s *Server) RevokeApiKey(ctx context.Context, r *pb.SelfRevokeApiKeyRequest) (*pb.SelfRevokeApiKeyResponse, error) {

@@ -53,6 +53,11 @@ var successStatus = map[string]int{
 	"/talos.v2alpha1.ApiKeys/AdminDeleteImportedApiKey": http.StatusNoContent,
 }
 
+// jwksCacheControl lets JWKS consumers cache the key set for five minutes, in
+// the 5–15 minute range Ory Talos recommends; a rotated-in key is published
+// before it signs, so a cached set never misses a current key for long.
+const jwksCacheControl = "public, max-age=300"
+
 // New returns the HTTP handler of the API port.
 func New(ctx context.Context, opts Options, deps Deps) (http.Handler, error) {
 	if opts.MaxBodyBytes <= 0 {
@@ -68,6 +73,9 @@ func New(ctx context.Context, opts Options, deps Deps) (http.Handler, error) {
 		runtime.WithRoutingErrorHandler(routingError),
 		runtime.WithForwardResponseOption(func(ctx context.Context, w http.ResponseWriter, _ proto.Message) error {
 			if m, ok := runtime.RPCMethod(ctx); ok {
+				if m == "/talos.v2alpha1.DerivedKeys/GetJwks" {
+					w.Header().Set("Cache-Control", jwksCacheControl)
+				}
 				if code, ok := successStatus[m]; ok {
 					w.WriteHeader(code)
 				}
@@ -103,7 +111,7 @@ func New(ctx context.Context, opts Options, deps Deps) (http.Handler, error) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/jwk-set+json")
-		w.Header().Set("Cache-Control", "public, max-age=300")
+		w.Header().Set("Cache-Control", jwksCacheControl)
 		b, _ := newMarshaler().Marshal(resp.GetJwks())
 		_, _ = w.Write(b)
 	})

@@ -94,8 +94,6 @@ func withClock(clk *testClock) testOption { return func(c *testConfig) { c.clock
 
 func withSecrets(s *apikey.SecretSet) testOption { return func(c *testConfig) { c.deps.Secrets = s } }
 
-func withDerived(v credential.Verifier) testOption { return func(c *testConfig) { c.deps.Derived = v } }
-
 // newTestService returns a Service over a new SQLite database in t.TempDir(),
 // with a v2 format, the prefixes testPrefix and testPublicPrefix, no default
 // TTL, a 32-byte HMAC secret and a clock standing at epoch.

@@ -9,6 +9,7 @@ import (
 	"github.com/talos-project/talos/controlplane/store"
 	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/token"
 )
 
 // Import stores the hash of a key minted elsewhere (Stripe, GitHub, an old
@@ -65,7 +66,7 @@ func (s *Service) prepareImport(tenant credential.Tenant, in *ImportInput) (cred
 	if strings.TrimSpace(in.RawKey) != in.RawKey {
 		return credential.Key{}, invalidf("raw_key must not start or end with white space")
 	}
-	if looksJWT(in.RawKey) || s.looksMacaroon(in.RawKey) {
+	if token.LooksJWT(in.RawKey) || token.LooksMacaroon(in.RawKey, s.derivedOpts.MacaroonPrefixes) {
 		return credential.Key{}, credential.Errorf(credential.ErrFailedPrecondition, "FAILED_PRECONDITION", "format conflicts with derived token pattern")
 	}
 	if apikey.LooksIssued(in.RawKey) {

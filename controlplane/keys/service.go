@@ -60,6 +60,8 @@ type Options struct {
 	KeyedImportHash bool
 	// LastUsed tunes last-used tracking; the zero value uses the defaults.
 	LastUsed LastUsedOptions
+	// Derived configures derived tokens (JWTs and macaroons).
+	Derived DerivedOptions
 }
 
 // Deps are the collaborators of a Service.
@@ -67,9 +69,6 @@ type Deps struct {
 	Store   store.Store
 	Secrets *apikey.SecretSet
 	Logger  *slog.Logger
-	// Derived verifies derived tokens (JWTs, macaroons); nil until that
-	// feature is configured, in which case such credentials verify as not found.
-	Derived credential.Verifier
 	// Now and Rand default to time.Now and crypto/rand.
 	Now  func() time.Time
 	Rand io.Reader
@@ -81,12 +80,14 @@ type Service struct {
 	store    store.Store
 	secrets  *apikey.SecretSet
 	log      *slog.Logger
-	derived  credential.Verifier
 	now      func() time.Time
 	rand     io.Reader
 	prefixes map[string]credential.Visibility // every prefix accepted on verify
 	pager    *pager
 	used     *lastUsed
+
+	derivedOpts DerivedOptions
+	signing     *signingKeys
 }
 
 var (
@@ -116,13 +117,21 @@ func New(opts Options, deps Deps) (*Service, error) {
 		store:    deps.Store,
 		secrets:  deps.Secrets,
 		log:      deps.Logger,
-		derived:  deps.Derived,
 		now:      deps.Now,
 		rand:     deps.Rand,
 		prefixes: map[string]credential.Visibility{opts.Prefix: credential.VisibilitySecret},
 		pager:    newPager(deps.Secrets),
 		used:     newLastUsed(opts.LastUsed),
+
+		derivedOpts: opts.Derived,
 	}
+	if s.derivedOpts.DefaultTTL <= 0 {
+		s.derivedOpts.DefaultTTL = time.Hour
+	}
+	if len(s.derivedOpts.MacaroonPrefixes) == 0 {
+		s.derivedOpts.MacaroonPrefixes = []string{"mc"}
+	}
+	s.signing = &signingKeys{s: s, configured: opts.Derived.SigningKeys, currentKID: opts.Derived.CurrentKID}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -3,10 +3,10 @@ package keys
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/token"
 )
 
 // route is where a credential goes after the CPU-only pre-pass.
@@ -32,7 +32,7 @@ func (s *Service) Verify(ctx context.Context, p credential.Presented) (credentia
 		return credential.Result{Type: r.typ}, r.err
 	}
 	if r.typ == credential.TypeJWT || r.typ == credential.TypeMacaroon {
-		return s.derived.Verify(ctx, p)
+		return s.verifyDerived(ctx, r.typ, p)
 	}
 	var (
 		k   credential.Key
@@ -78,15 +78,11 @@ func (s *Service) firstOf(ctx context.Context, tenant credential.Tenant, kind cr
 // timestamp, in Ory Talos's order (JWT, macaroon, issued, imported).
 func (s *Service) route(p credential.Presented) route {
 	c := p.Credential
-	if looksJWT(c) || s.looksMacaroon(c) {
-		t := credential.TypeJWT
-		if !looksJWT(c) {
-			t = credential.TypeMacaroon
-		}
-		if s.derived == nil {
-			return route{typ: t, err: credential.ErrNotFound}
-		}
-		return route{typ: t}
+	if token.LooksJWT(c) {
+		return route{typ: credential.TypeJWT}
+	}
+	if token.LooksMacaroon(c, s.derivedOpts.MacaroonPrefixes) {
+		return route{typ: credential.TypeMacaroon}
 	}
 	parsed, err := apikey.Parse(c)
 	if err != nil {
@@ -197,7 +193,7 @@ func (s *Service) BatchVerify(ctx context.Context, ps []credential.Presented) ([
 		case r.err != nil:
 			out[i] = credential.Verdict{Result: credential.Result{Type: r.typ}, Err: r.err}
 		case r.typ == credential.TypeJWT || r.typ == credential.TypeMacaroon:
-			res, err := s.derived.Verify(ctx, ps[i])
+			res, err := s.verifyDerived(ctx, r.typ, ps[i])
 			out[i] = credential.Verdict{Result: res, Err: err}
 		default:
 			var k *credential.Key
@@ -254,33 +250,3 @@ func (s *Service) SelfRevoke(ctx context.Context, p credential.Presented, reason
 }
 
 var selfRevokeNotFound = &credential.Error{Kind: credential.ErrNotFound, Reason: "API_KEY_NOT_FOUND", Message: "API key not found"}
-
-// looksJWT reports whether c has the compact JWS shape Ory Talos routes as a
-// derived JWT: "eyJ" then three base64url segments.
-func looksJWT(c string) bool {
-	if !strings.HasPrefix(c, "eyJ") {
-		return false
-	}
-	dots := 0
-	for i := 0; i < len(c); i++ {
-		b := c[i]
-		switch {
-		case b == '.':
-			dots++
-			if i == len(c)-1 || c[i+1] == '.' {
-				return false
-			}
-		case b >= 'A' && b <= 'Z', b >= 'a' && b <= 'z', b >= '0' && b <= '9', b == '-', b == '_':
-		default:
-			return false
-		}
-	}
-	return dots == 2
-}
-
-// looksMacaroon reports whether c starts with "<macaroon prefix>_v1_". The
-// derived-token verifier owns the prefixes; until one is configured the Ory
-// Talos default "mc" is reserved.
-func (s *Service) looksMacaroon(c string) bool {
-	return strings.HasPrefix(c, "mc_v1_")
-}

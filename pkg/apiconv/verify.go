@@ -22,6 +22,15 @@ func IsVerdict(err error) bool {
 	return false
 }
 
+// reasonCodes refine the verification code of an error by its reason where
+// one sentinel covers several codes.
+var reasonCodes = map[string]pb.VerificationErrorCode{
+	"AUDIENCE_MISMATCH": pb.VerificationErrorCode_VERIFICATION_ERROR_AUDIENCE_MISMATCH,
+	"SIGNATURE_INVALID": pb.VerificationErrorCode_VERIFICATION_ERROR_SIGNATURE_INVALID,
+	"IP_NOT_ALLOWED":    pb.VerificationErrorCode_VERIFICATION_ERROR_IP_NOT_ALLOWED,
+	"TOKEN_NOT_FOUND":   pb.VerificationErrorCode_VERIFICATION_ERROR_NOT_FOUND,
+}
+
 // VerifyResponse converts a verification outcome. err must be nil or a
 // verdict (see IsVerdict); other errors become VERIFICATION_ERROR_INTERNAL.
 func VerifyResponse(res credential.Result, err error) *pb.VerifyApiKeyResponse {
@@ -30,6 +39,9 @@ func VerifyResponse(res credential.Result, err error) *pb.VerifyApiKeyResponse {
 	if err != nil {
 		d := errcode.Describe(err)
 		out.ErrorCode = pb.VerificationErrorCode(pb.VerificationErrorCode_value[d.Verification])
+		if code, ok := reasonCodes[d.Reason]; ok {
+			out.ErrorCode = code
+		}
 		out.ErrorMessage = verifyMessage(err, d)
 	}
 	if res.KeyID == "" {

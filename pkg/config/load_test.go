@@ -569,8 +569,8 @@ func TestLoad_Errors(t *testing.T) {
 		},
 		{
 			name: "bad signing key URL does not echo it",
-			file: "credentials:\n  derived_tokens:\n    jwt:\n      signing_keys:\n        urls: [\"file://" + short + "\"]\n",
-			want: []string{"credentials.derived_tokens.jwt.signing_keys.urls[0]: must match ^base64://"},
+			file: "credentials:\n  derived_tokens:\n    jwt:\n      signing_keys:\n        urls: [\"https://" + short + "\"]\n",
+			want: []string{"credentials.derived_tokens.jwt.signing_keys.urls[0]: must match ^(base64|file)://"},
 		},
 		{
 			name: "secret file passed as config",

@@ -124,8 +124,8 @@ func (c *Config) Validate() error {
 		fail("credentials.derived_tokens.default_ttl", "must be greater than 0")
 	}
 	for i, u := range dt.JWT.SigningKeys.URLs {
-		if !strings.HasPrefix(u.Value(), "base64://") {
-			fail(fmt.Sprintf("credentials.derived_tokens.jwt.signing_keys.urls[%d]", i), "must start with base64://")
+		if !strings.HasPrefix(u.Value(), "base64://") && !strings.HasPrefix(u.Value(), "file://") {
+			fail(fmt.Sprintf("credentials.derived_tokens.jwt.signing_keys.urls[%d]", i), "must start with base64:// or file://")
 		}
 	}
 	macaroonPrefixes := append([]string{dt.Macaroon.Prefix.Current}, dt.Macaroon.Prefix.Retired...)

@@ -72,8 +72,8 @@ func TestConfig_Validate(t *testing.T) {
 		}, `credentials.derived_tokens.macaroon.prefix.current: "mc" clashes with API key prefix "mc_v1_x"`},
 		{"prefix sharing a start is fine", func(c *config.Config) { c.Credentials.APIKeys.Prefix.Current = "mc_ak" }, ""},
 		{"signing key URL", func(c *config.Config) {
-			c.Credentials.DerivedTokens.JWT.SigningKeys.URLs = []config.Secret{config.NewSecret("file:///k.json")}
-		}, "credentials.derived_tokens.jwt.signing_keys.urls[0]: must start with base64://"},
+			c.Credentials.DerivedTokens.JWT.SigningKeys.URLs = []config.Secret{config.NewSecret("https://keys.example/k.json")}
+		}, "credentials.derived_tokens.jwt.signing_keys.urls[0]: must start with base64:// or file://"},
 		{"sqlite DSN", func(c *config.Config) { c.DB.DSN = config.NewSecret("sqlite://./t.db") }, ""},
 		{"DSN without scheme", func(c *config.Config) { c.DB.DSN = config.NewSecret("./t.db") }, "db.dsn: must start with a scheme"},
 		{"weird DSN scheme is not echoed", func(c *config.Config) {
