@@ -70,12 +70,17 @@ func (l *lastUsed) note(k *credential.Key, now time.Time) {
 	l.mu.Unlock()
 }
 
-// Run writes last-used times until ctx ends, then flushes what is pending
-// with a short detached deadline. It returns nil after a clean stop.
+// Run does the service's background work until ctx ends: it writes
+// last-used times (flushing what is pending, with a short detached deadline,
+// when it stops) and reloads stored signing keys every minute so that a
+// rotation made by another replica is published here too. It returns nil
+// after a clean stop.
 func (s *Service) Run(ctx context.Context) error {
 	l := s.used
 	tick := time.NewTicker(l.opts.FlushInterval)
 	defer tick.Stop()
+	keysTick := time.NewTicker(time.Minute)
+	defer keysTick.Stop()
 	pending := map[usedKey]struct{}{}
 	flush := func(ctx context.Context) {
 		if len(pending) == 0 {
@@ -116,6 +121,8 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		case <-tick.C:
 			flush(ctx)
+		case <-keysTick.C:
+			s.signing.refresh(ctx)
 		}
 	}
 }
