@@ -32,7 +32,7 @@ func Expires(t time.Time) Caveat { return timeCaveat("exp <", t) }
 func NotBefore(t time.Time) Caveat { return timeCaveat("nbf >=", t) }
 
 func timeCaveat(head string, t time.Time) Caveat {
-	if t.IsZero() || t.Unix() < 0 || t.Year() > 9999 {
+	if t.IsZero() || t.Unix() < 0 || t.UTC().Year() > 9999 {
 		return Caveat{err: invalid("caveat times must lie between 1970 and 9999")}
 	}
 	return Caveat{text: head + " " + formatTime(t)}
@@ -67,17 +67,23 @@ func Audiences(a ...string) Caveat {
 // The client IP must lie in one prefix of every acl caveat. At least one
 // valid prefix is required; prefixes are masked.
 func CIDRs(p ...netip.Prefix) Caveat {
-	if len(p) == 0 {
-		return Caveat{err: invalid("a CIDR caveat needs at least one prefix")}
+	if len(p) == 0 || len(p) > maxList {
+		return Caveat{err: invalid("a CIDR caveat needs 1 to 256 prefixes")}
 	}
-	s := make([]string, len(p))
-	for i, x := range p {
+	for _, x := range p {
 		if !x.IsValid() {
 			return Caveat{err: invalid("invalid CIDR")}
 		}
+	}
+	return Caveat{text: "acl = " + joinPrefixes(p)}
+}
+
+func joinPrefixes(p []netip.Prefix) string {
+	s := make([]string, len(p))
+	for i, x := range p {
 		s[i] = x.Masked().String()
 	}
-	return Caveat{text: "acl = " + strings.Join(s, ",")}
+	return strings.Join(s, ",")
 }
 
 // Condition adds a free restriction "cond key = value" that the verifier
@@ -144,7 +150,7 @@ func mintCaveats(m *minted) []string {
 	}
 	cs = append(cs, "scp = "+strings.Join(m.Scopes, ","))
 	if len(m.AllowedCIDRs) > 0 {
-		cs = append(cs, CIDRs(m.AllowedCIDRs...).text)
+		cs = append(cs, "acl = "+joinPrefixes(m.AllowedCIDRs))
 	}
 	if len(m.Audiences) > 0 {
 		cs = append(cs, "aud = "+strings.Join(m.Audiences, ","))
@@ -344,10 +350,14 @@ func (p *caveats) identity(name, v string) error {
 	return nil
 }
 
-// parseList splits a caveat list; empty is allowed only when empty is true.
+// parseList splits a caveat list of at most maxList elements; empty is allowed
+// only when empty is true.
 func parseList(v string, empty bool) ([]string, bool) {
 	if v == "" {
 		return []string{}, empty
+	}
+	if strings.Count(v, ",") >= maxList {
+		return nil, false
 	}
 	l := strings.Split(v, ",")
 	for _, s := range l {
@@ -363,7 +373,14 @@ func narrow(cur []string, set bool, l []string) []string {
 	if !set {
 		return slices.Clone(l)
 	}
-	return slices.DeleteFunc(cur, func(s string) bool { return !slices.Contains(l, s) })
+	if len(cur)*len(l) <= 256 {
+		return slices.DeleteFunc(cur, func(s string) bool { return !slices.Contains(l, s) })
+	}
+	in := make(map[string]bool, len(l))
+	for _, s := range l {
+		in[s] = true
+	}
+	return slices.DeleteFunc(cur, func(s string) bool { return !in[s] })
 }
 
 // finish checks that the required caveats were present and returns the
@@ -404,14 +421,18 @@ func intersectPrefixes(a, b []netip.Prefix) []netip.Prefix {
 			if !x.Overlaps(y) {
 				continue
 			}
-			z := x
 			if y.Bits() > x.Bits() {
-				z = y
-			}
-			if !slices.Contains(out, z) {
-				out = append(out, z)
+				out = append(out, y)
+			} else {
+				out = append(out, x)
 			}
 		}
 	}
-	return out
+	// Deduplicate, keeping first occurrences in order.
+	seen := make(map[netip.Prefix]bool, len(out))
+	return slices.DeleteFunc(out, func(p netip.Prefix) bool {
+		dup := seen[p]
+		seen[p] = true
+		return dup
+	})
 }

@@ -127,7 +127,7 @@ func prepare(c Claims, macaroon bool) (minted, error) {
 		return m, invalid("issue and expiry times are required")
 	}
 	for _, t := range []time.Time{m.IssuedAt, m.NotBefore, m.Expiry} {
-		if !t.IsZero() && (t.Unix() < 0 || t.Year() > 9999) {
+		if !t.IsZero() && (t.Unix() < 0 || t.UTC().Year() > 9999) {
 			return m, invalid("times must lie between 1970 and 9999")
 		}
 	}
@@ -197,7 +197,14 @@ func listElement(s string) bool {
 	return true
 }
 
+// maxList is the most elements a list caveat (scp, aud, acl) may hold, which
+// bounds the work of intersecting them.
+const maxList = 256
+
 func checkList(what string, l []string, macaroon bool) error {
+	if macaroon && len(l) > maxList {
+		return invalid(fmt.Sprintf("a macaroon carries at most %d of each list", maxList))
+	}
 	for _, s := range l {
 		if macaroon && !listElement(s) {
 			return invalid(fmt.Sprintf("a macaroon %s must be non-empty printable text without commas or spaces", what))

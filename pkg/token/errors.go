@@ -10,7 +10,7 @@ var (
 	errTooLarge  = &credential.Error{Kind: credential.ErrMalformed, Message: "derived token is longer than 8192 bytes"}
 
 	errSignature  = signatureError("derived token signature is invalid")
-	errUnknownKey = signatureError("derived token signing key is unknown")
+	errUnknownKey = ErrUnknownKID
 	errAlgorithm  = signatureError("derived token algorithm is not allowed for its signing key")
 	errHeader     = signatureError("derived token header is not supported")
 	errIssuer     = signatureError("derived token issuer is not accepted")
@@ -25,6 +25,12 @@ var (
 	errAudience   = &credential.Error{Kind: credential.ErrForbidden, Reason: "AUDIENCE_MISMATCH", Message: "derived token is not valid for this audience"}
 	errIPNotAllow = &credential.Error{Kind: credential.ErrForbidden, Reason: "IP_NOT_ALLOWED", Message: "client IP address is not allowed to use this token"}
 )
+
+// ErrUnknownKID is the SIGNATURE_INVALID error VerifyJWT returns for a kid
+// that is not in the key set (or no kid). A verifier whose keys may have been
+// rotated elsewhere can refresh its key set once on errors.Is(err,
+// ErrUnknownKID), rather than on every invalid signature. Do not modify it.
+var ErrUnknownKID = signatureError("derived token signing key is unknown")
 
 func signatureError(msg string) *credential.Error {
 	return &credential.Error{Kind: credential.ErrUnauthenticated, Reason: "SIGNATURE_INVALID", Message: msg}

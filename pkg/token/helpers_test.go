@@ -67,7 +67,9 @@ func opts() token.VerifyOptions {
 // Fixed signing keys, so that fuzz corpora stay meaningful across runs.
 var (
 	edKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
-	ecKey = func() *ecdsa.PrivateKey {
+	// edKeyOther is a key nobody publishes.
+	edKeyOther = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{8}, ed25519.SeedSize))
+	ecKey      = func() *ecdsa.PrivateKey {
 		k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), bytes.Repeat([]byte{9}, 32))
 		if err != nil {
 			panic(err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -237,7 +238,7 @@ func ParsePublicJWKS(data []byte) (*KeySet, error) {
 // SIGNATURE_INVALID errors, which VerifyJWT passes through.
 func (ks *KeySet) key(t *jwt.Token) (any, error) {
 	if typ, ok := t.Header["typ"]; ok {
-		if s, _ := typ.(string); s != "JWT" && s != "jwt" {
+		if s, _ := typ.(string); !strings.EqualFold(s, "JWT") {
 			return nil, errHeader
 		}
 	}

@@ -362,17 +362,17 @@ func (j *jwtClaims) claims() (Claims, []netip.Prefix, error) {
 		return Claims{}, nil, errClaims
 	}
 	c := Claims{
-		ID:         in.ID,
-		Subject:    credential.KeyID(in.Subject),
-		Issuer:     in.Issuer,
-		Expiry:     dateUTC(in.Expiry),
-		Tenant:     credential.Tenant(in.Tenant),
-		ActorID:    in.ActorID,
-		Custom:     j.custom,
-		Audiences:  nonEmpty(in.Audiences),
-		Scopes:     nonEmpty(in.Scopes),
-		IssuedAt:   dateUTC(in.IssuedAt),
-		NotBefore:  dateUTC(in.NotBefore),
+		ID:        in.ID,
+		Subject:   credential.KeyID(in.Subject),
+		Issuer:    in.Issuer,
+		Expiry:    dateUTC(in.Expiry),
+		Tenant:    credential.Tenant(in.Tenant),
+		ActorID:   in.ActorID,
+		Custom:    j.custom,
+		Audiences: nonEmpty(in.Audiences),
+		Scopes:    nonEmpty(in.Scopes),
+		IssuedAt:  dateUTC(in.IssuedAt),
+		NotBefore: dateUTC(in.NotBefore),
 	}
 	if in.Visibility != "" {
 		v, ok := parseVisibility(in.Visibility)

@@ -3,14 +3,15 @@ package token_test
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -68,7 +69,7 @@ func TestSignJWT_Wire(t *testing.T) {
 				"exp": float64(now.Add(time.Hour).Unix()), "nid": string(tenant), "tty": "derived",
 				"oid": "user-42", "scp": []any{"keys:read", "keys:write", "billing:read"},
 				"meta": map[string]any{"plan": "pro", "region": "eu"}, "vis": "secret",
-				"acl":  []any{"10.0.0.0/8", "2001:db8::/32"}, "team": "platform", "level": float64(3),
+				"acl": []any{"10.0.0.0/8", "2001:db8::/32"}, "team": "platform", "level": float64(3),
 			}
 			if diff := cmp.Diff(want, body); diff != "" {
 				t.Errorf("payload (-want +got):\n%s", diff)
@@ -199,7 +200,9 @@ func TestVerifyJWT_BadInput(t *testing.T) {
 		return p
 	}
 	other := ed25519.NewKeyFromSeed(make([]byte, 32))
-	at := func(d time.Duration) func(*token.VerifyOptions) { return func(o *token.VerifyOptions) { o.Now = now.Add(d) } }
+	at := func(d time.Duration) func(*token.VerifyOptions) {
+		return func(o *token.VerifyOptions) { o.Now = now.Add(d) }
+	}
 	parts := strings.Split(good, ".")
 
 	tests := []struct {
@@ -224,6 +227,8 @@ func TestVerifyJWT_BadInput(t *testing.T) {
 		{name: "no kid", tok: signRaw(t, jwt.SigningMethodEdDSA, edKey, map[string]any{"alg": "EdDSA"}, payload()), sentinel: credential.ErrUnauthenticated, reason: signatureInvalid},
 		{name: "signed by another key under our kid", tok: signRaw(t, jwt.SigningMethodEdDSA, other, hdr("EdDSA", ed.ID), payload()), sentinel: credential.ErrUnauthenticated, reason: signatureInvalid},
 		{name: "payload swapped", tok: parts[0] + "." + b64([]byte(`{"sub":"x"}`)) + "." + parts[2], sentinel: credential.ErrUnauthenticated, reason: signatureInvalid},
+		{name: "embedded jwk header", tok: signRaw(t, jwt.SigningMethodEdDSA, other, map[string]any{"alg": "EdDSA", "kid": "attacker",
+			"jwk": map[string]any{"kty": "OKP", "crv": "Ed25519", "x": b64(other.Public().(ed25519.PublicKey))}}, payload()), sentinel: credential.ErrUnauthenticated, reason: signatureInvalid},
 		{name: "crit header", tok: signRaw(t, jwt.SigningMethodEdDSA, edKey, map[string]any{"alg": "EdDSA", "kid": ed.ID, "crit": []string{"exp"}}, payload()), sentinel: credential.ErrUnauthenticated, reason: signatureInvalid},
 		{name: "typ other than JWT", tok: signRaw(t, jwt.SigningMethodEdDSA, edKey, map[string]any{"alg": "EdDSA", "kid": ed.ID, "typ": "at+jwt"}, payload()), sentinel: credential.ErrUnauthenticated, reason: signatureInvalid},
 		{name: "wrong token type", tok: signRaw(t, jwt.SigningMethodEdDSA, edKey, hdr("EdDSA", ed.ID), with(func(p map[string]any) { p["tty"] = "access" })), sentinel: credential.ErrUnauthenticated, reason: signatureInvalid},
@@ -268,6 +273,9 @@ func TestVerifyJWT_BadInput(t *testing.T) {
 			wantErr(t, err, tt.sentinel, tt.reason)
 			if diff := cmp.Diff(token.Claims{}, got); diff != "" {
 				t.Errorf("claims returned with an error:\n%s", diff)
+			}
+			if unknown := tt.name == "unknown kid" || tt.name == "no kid" || tt.name == "embedded jwk header"; unknown != errors.Is(err, token.ErrUnknownKID) {
+				t.Errorf("errors.Is(%v, ErrUnknownKID) = %v, want %v", err, !unknown, unknown)
 			}
 			if strings.Contains(err.Error(), tt.tok) && tt.tok != "" {
 				t.Errorf("error %q carries the token", err)
@@ -463,8 +471,8 @@ func TestNewKeySet(t *testing.T) {
 		t.Fatalf("VerifyJWT: %v", err)
 	}
 	for name, pub := range map[string]crypto.PublicKey{
-		"symmetric key":   []byte("secret"),
-		"private key":     edKey,
+		"symmetric key":    []byte("secret"),
+		"private key":      edKey,
 		"1024-bit RSA key": mustRSA1024(t).Public(),
 		"P-384 key":        mustP384(t).Public(),
 		"nil ECDSA curve":  &ecdsa.PublicKey{},

@@ -120,10 +120,11 @@ func decodeMacaroon(body string) (*macaroon.Macaroon, error) {
 
 // Attenuate appends restricting caveats to a macaroon, offline: it needs no
 // root key and contacts nobody. The result verifies with rights no wider than
-// tok's (see Caveat). The prefix is kept; it is everything before the first
-// "_v1_". A token that is not a well-formed macaroon is ErrMalformed (it is
-// not verified: that needs the root key); an invalid caveat or a result longer
-// than MaxTokenSize is ErrInvalidArgument.
+// tok's (see Caveat). The prefix is kept; it is the shortest valid prefix
+// followed by "_v1_" and a decodable body. A token that is not a well-formed
+// macaroon is ErrMalformed and one with third-party caveats SIGNATURE_INVALID
+// (the signature itself is not checked: that needs the root key); an invalid
+// caveat or a result longer than MaxTokenSize is ErrInvalidArgument.
 func Attenuate(tok string, cs ...Caveat) (string, error) {
 	if len(tok) > MaxTokenSize {
 		return "", errTooLarge
