@@ -92,6 +92,9 @@ func TestE2E_DeriveAndVerify(t *testing.T) {
 	if v := wantVerdict(t, c, narrowed, true, ""); len(v.Scopes) != 1 || v.Scopes[0] != "read" || time.Until(v.GetExpireTime()) > 6*time.Minute {
 		t.Fatalf("attenuated macaroon: scopes %v expires %v", v.Scopes, v.GetExpireTime())
 	}
+	if code, body := do(t, "POST", srv.http+"/v2alpha1/admin/apiKeys:verify", jsonBody(map[string]string{"credential": narrowed})); code != 200 || !strings.Contains(string(body), `"conditions":{"agent":"build-42"}`) {
+		t.Errorf("verify of an attenuated macaroon = %d %s, want its conditions reported", code, body)
+	}
 
 	// Derive rules: scopes must be a subset (403), TTL within the parent's life (400),
 	// a revoked parent is 403, a derived token cannot be revoked by its holder.

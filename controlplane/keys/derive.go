@@ -180,7 +180,7 @@ func (s *Service) verifyDerived(ctx context.Context, typ credential.CredentialTy
 			return credential.Result{Type: typ}, err
 		}
 		c, err = token.VerifyJWT(p.Credential, sg.KeySet(now), o)
-		if err != nil && errors.Is(err, credential.ErrUnauthenticated) {
+		if errors.Is(err, token.ErrUnknownKID) {
 			// Perhaps another replica rotated: reload once and retry.
 			s.signing.refresh(ctx)
 			if sg2, gerr := s.signing.get(ctx); gerr == nil && sg2 != sg {
@@ -194,6 +194,7 @@ func (s *Service) verifyDerived(ctx context.Context, typ credential.CredentialTy
 			Type: typ, Tenant: c.Tenant, KeyID: c.Subject, ActorID: c.ActorID, Scopes: c.Scopes,
 			Metadata: mergeMetadata(c.Custom, c.Metadata), Status: credential.StateActive, Visibility: c.Visibility,
 			ExpireTime: c.Expiry, AllowedCIDRs: c.AllowedCIDRs, Audiences: c.Audiences, Issuer: c.Issuer,
+			Conditions: c.Conditions,
 		}
 	}
 	return res, err

@@ -57,6 +57,7 @@ func VerifyResponse(res credential.Result, err error) *pb.VerifyApiKeyResponse {
 	out.Issuer = res.Issuer
 	out.RateLimitPolicy = RatePolicyToPB(res.RatePolicy)
 	out.Audiences = res.Audiences
+	out.Conditions = res.Conditions
 	return out
 }
 

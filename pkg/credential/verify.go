@@ -75,6 +75,9 @@ type Result struct {
 	AllowedCIDRs []netip.Prefix
 	Audiences    []string
 	Issuer       string
+	// Conditions are the free "key = value" caveats of an attenuated
+	// macaroon, reported for the caller to enforce.
+	Conditions map[string]string
 }
 
 // ResultOf returns the public attributes of k as a Result.

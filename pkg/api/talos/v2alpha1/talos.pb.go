@@ -2050,8 +2050,11 @@ type VerifyApiKeyResponse struct {
 	RateLimitRemaining *int64                 `protobuf:"varint,13,opt,name=rate_limit_remaining,json=rateLimitRemaining,proto3,oneof" json:"rate_limit_remaining,omitempty"`
 	RateLimitResetTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=rate_limit_reset_time,json=rateLimitResetTime,proto3" json:"rate_limit_reset_time,omitempty"`
 	Audiences          []string               `protobuf:"bytes,15,rep,name=audiences,proto3" json:"audiences,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The free "key = value" conditions of an attenuated macaroon, for the
+	// caller to enforce (a Talos addition; empty for every other credential).
+	Conditions    map[string]string `protobuf:"bytes,16,rep,name=conditions,proto3" json:"conditions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VerifyApiKeyResponse) Reset() {
@@ -2185,6 +2188,13 @@ func (x *VerifyApiKeyResponse) GetRateLimitResetTime() *timestamppb.Timestamp {
 func (x *VerifyApiKeyResponse) GetAudiences() []string {
 	if x != nil {
 		return x.Audiences
+	}
+	return nil
+}
+
+func (x *VerifyApiKeyResponse) GetConditions() map[string]string {
+	if x != nil {
+		return x.Conditions
 	}
 	return nil
 }
@@ -2806,7 +2816,7 @@ const file_talos_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x01 \x01(\tR\n" +
 	"credential\x12-\n" +
-	"\x12expected_audiences\x18\x02 \x03(\tR\x11expectedAudiences\"\xfe\x05\n" +
+	"\x12expected_audiences\x18\x02 \x03(\tR\x11expectedAudiences\"\x93\a\n" +
 	"\x14VerifyApiKeyResponse\x12\x1e\n" +
 	"\bis_valid\x18\x01 \x01(\bH\x00R\aisValid\x88\x01\x01\x12D\n" +
 	"\n" +
@@ -2827,7 +2837,13 @@ const file_talos_proto_rawDesc = "" +
 	"\x11rate_limit_policy\x18\f \x01(\v2\x1f.talos.v2alpha1.RateLimitPolicyR\x0frateLimitPolicy\x125\n" +
 	"\x14rate_limit_remaining\x18\r \x01(\x03H\x01R\x12rateLimitRemaining\x88\x01\x01\x12M\n" +
 	"\x15rate_limit_reset_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x12rateLimitResetTime\x12\x1c\n" +
-	"\taudiences\x18\x0f \x03(\tR\taudiencesB\v\n" +
+	"\taudiences\x18\x0f \x03(\tR\taudiences\x12T\n" +
+	"\n" +
+	"conditions\x18\x10 \x03(\v24.talos.v2alpha1.VerifyApiKeyResponse.ConditionsEntryR\n" +
+	"conditions\x1a=\n" +
+	"\x0fConditionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
 	"\t_is_validB\x17\n" +
 	"\x15_rate_limit_remaining\"\\\n" +
 	"\x19BatchVerifyApiKeysRequest\x12?\n" +
@@ -2933,7 +2949,7 @@ func file_talos_proto_rawDescGZIP() []byte {
 }
 
 var file_talos_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_talos_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_talos_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_talos_proto_goTypes = []any{
 	(KeyStatus)(0),                             // 0: talos.v2alpha1.KeyStatus
 	(KeyVisibility)(0),                         // 1: talos.v2alpha1.KeyVisibility
@@ -2975,48 +2991,49 @@ var file_talos_proto_goTypes = []any{
 	(*SelfRevokeApiKeyResponse)(nil),           // 37: talos.v2alpha1.SelfRevokeApiKeyResponse
 	(*GetJwksRequest)(nil),                     // 38: talos.v2alpha1.GetJwksRequest
 	(*GetJwksResponse)(nil),                    // 39: talos.v2alpha1.GetJwksResponse
-	(*structpb.Struct)(nil),                    // 40: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),              // 41: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),              // 42: google.protobuf.FieldMask
-	(*emptypb.Empty)(nil),                      // 43: google.protobuf.Empty
+	nil,                                        // 40: talos.v2alpha1.VerifyApiKeyResponse.ConditionsEntry
+	(*structpb.Struct)(nil),                    // 41: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),              // 42: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),              // 43: google.protobuf.FieldMask
+	(*emptypb.Empty)(nil),                      // 44: google.protobuf.Empty
 }
 var file_talos_proto_depIdxs = []int32{
-	40, // 0: talos.v2alpha1.IssuedApiKey.metadata:type_name -> google.protobuf.Struct
+	41, // 0: talos.v2alpha1.IssuedApiKey.metadata:type_name -> google.protobuf.Struct
 	0,  // 1: talos.v2alpha1.IssuedApiKey.status:type_name -> talos.v2alpha1.KeyStatus
 	1,  // 2: talos.v2alpha1.IssuedApiKey.visibility:type_name -> talos.v2alpha1.KeyVisibility
 	6,  // 3: talos.v2alpha1.IssuedApiKey.rate_limit_policy:type_name -> talos.v2alpha1.RateLimitPolicy
 	7,  // 4: talos.v2alpha1.IssuedApiKey.ip_restriction:type_name -> talos.v2alpha1.IPRestriction
 	2,  // 5: talos.v2alpha1.IssuedApiKey.revocation_reason:type_name -> talos.v2alpha1.RevocationReason
-	41, // 6: talos.v2alpha1.IssuedApiKey.create_time:type_name -> google.protobuf.Timestamp
-	41, // 7: talos.v2alpha1.IssuedApiKey.update_time:type_name -> google.protobuf.Timestamp
-	41, // 8: talos.v2alpha1.IssuedApiKey.expire_time:type_name -> google.protobuf.Timestamp
-	41, // 9: talos.v2alpha1.IssuedApiKey.last_used_time:type_name -> google.protobuf.Timestamp
-	40, // 10: talos.v2alpha1.ImportedApiKey.metadata:type_name -> google.protobuf.Struct
+	42, // 6: talos.v2alpha1.IssuedApiKey.create_time:type_name -> google.protobuf.Timestamp
+	42, // 7: talos.v2alpha1.IssuedApiKey.update_time:type_name -> google.protobuf.Timestamp
+	42, // 8: talos.v2alpha1.IssuedApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	42, // 9: talos.v2alpha1.IssuedApiKey.last_used_time:type_name -> google.protobuf.Timestamp
+	41, // 10: talos.v2alpha1.ImportedApiKey.metadata:type_name -> google.protobuf.Struct
 	0,  // 11: talos.v2alpha1.ImportedApiKey.status:type_name -> talos.v2alpha1.KeyStatus
 	1,  // 12: talos.v2alpha1.ImportedApiKey.visibility:type_name -> talos.v2alpha1.KeyVisibility
 	6,  // 13: talos.v2alpha1.ImportedApiKey.rate_limit_policy:type_name -> talos.v2alpha1.RateLimitPolicy
 	7,  // 14: talos.v2alpha1.ImportedApiKey.ip_restriction:type_name -> talos.v2alpha1.IPRestriction
 	2,  // 15: talos.v2alpha1.ImportedApiKey.revocation_reason:type_name -> talos.v2alpha1.RevocationReason
-	41, // 16: talos.v2alpha1.ImportedApiKey.create_time:type_name -> google.protobuf.Timestamp
-	41, // 17: talos.v2alpha1.ImportedApiKey.update_time:type_name -> google.protobuf.Timestamp
-	41, // 18: talos.v2alpha1.ImportedApiKey.expire_time:type_name -> google.protobuf.Timestamp
-	41, // 19: talos.v2alpha1.ImportedApiKey.last_used_time:type_name -> google.protobuf.Timestamp
-	40, // 20: talos.v2alpha1.IssueApiKeyRequest.metadata:type_name -> google.protobuf.Struct
+	42, // 16: talos.v2alpha1.ImportedApiKey.create_time:type_name -> google.protobuf.Timestamp
+	42, // 17: talos.v2alpha1.ImportedApiKey.update_time:type_name -> google.protobuf.Timestamp
+	42, // 18: talos.v2alpha1.ImportedApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	42, // 19: talos.v2alpha1.ImportedApiKey.last_used_time:type_name -> google.protobuf.Timestamp
+	41, // 20: talos.v2alpha1.IssueApiKeyRequest.metadata:type_name -> google.protobuf.Struct
 	6,  // 21: talos.v2alpha1.IssueApiKeyRequest.rate_limit_policy:type_name -> talos.v2alpha1.RateLimitPolicy
 	7,  // 22: talos.v2alpha1.IssueApiKeyRequest.ip_restriction:type_name -> talos.v2alpha1.IPRestriction
 	1,  // 23: talos.v2alpha1.IssueApiKeyRequest.visibility:type_name -> talos.v2alpha1.KeyVisibility
 	8,  // 24: talos.v2alpha1.IssueApiKeyResponse.issued_api_key:type_name -> talos.v2alpha1.IssuedApiKey
 	8,  // 25: talos.v2alpha1.ListIssuedApiKeysResponse.issued_api_keys:type_name -> talos.v2alpha1.IssuedApiKey
 	8,  // 26: talos.v2alpha1.AdminUpdateIssuedApiKeyRequest.issued_api_key:type_name -> talos.v2alpha1.IssuedApiKey
-	42, // 27: talos.v2alpha1.AdminUpdateIssuedApiKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	40, // 28: talos.v2alpha1.AdminRotateIssuedApiKeyRequest.metadata:type_name -> google.protobuf.Struct
+	43, // 27: talos.v2alpha1.AdminUpdateIssuedApiKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	41, // 28: talos.v2alpha1.AdminRotateIssuedApiKeyRequest.metadata:type_name -> google.protobuf.Struct
 	6,  // 29: talos.v2alpha1.AdminRotateIssuedApiKeyRequest.rate_limit_policy:type_name -> talos.v2alpha1.RateLimitPolicy
 	7,  // 30: talos.v2alpha1.AdminRotateIssuedApiKeyRequest.ip_restriction:type_name -> talos.v2alpha1.IPRestriction
 	1,  // 31: talos.v2alpha1.AdminRotateIssuedApiKeyRequest.visibility:type_name -> talos.v2alpha1.KeyVisibility
 	8,  // 32: talos.v2alpha1.RotateIssuedApiKeyResponse.issued_api_key:type_name -> talos.v2alpha1.IssuedApiKey
 	8,  // 33: talos.v2alpha1.RotateIssuedApiKeyResponse.old_issued_api_key:type_name -> talos.v2alpha1.IssuedApiKey
 	2,  // 34: talos.v2alpha1.AdminRevokeIssuedApiKeyRequest.reason:type_name -> talos.v2alpha1.RevocationReason
-	40, // 35: talos.v2alpha1.ImportApiKeyRequest.metadata:type_name -> google.protobuf.Struct
+	41, // 35: talos.v2alpha1.ImportApiKeyRequest.metadata:type_name -> google.protobuf.Struct
 	6,  // 36: talos.v2alpha1.ImportApiKeyRequest.rate_limit_policy:type_name -> talos.v2alpha1.RateLimitPolicy
 	7,  // 37: talos.v2alpha1.ImportApiKeyRequest.ip_restriction:type_name -> talos.v2alpha1.IPRestriction
 	1,  // 38: talos.v2alpha1.ImportApiKeyRequest.visibility:type_name -> talos.v2alpha1.KeyVisibility
@@ -3026,65 +3043,66 @@ var file_talos_proto_depIdxs = []int32{
 	21, // 42: talos.v2alpha1.BatchCreateImportedApiKeysResponse.results:type_name -> talos.v2alpha1.BatchCreateImportedApiKeysResult
 	9,  // 43: talos.v2alpha1.ListImportedApiKeysResponse.imported_api_keys:type_name -> talos.v2alpha1.ImportedApiKey
 	9,  // 44: talos.v2alpha1.AdminUpdateImportedApiKeyRequest.imported_api_key:type_name -> talos.v2alpha1.ImportedApiKey
-	42, // 45: talos.v2alpha1.AdminUpdateImportedApiKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	43, // 45: talos.v2alpha1.AdminUpdateImportedApiKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
 	2,  // 46: talos.v2alpha1.AdminRevokeImportedApiKeyRequest.reason:type_name -> talos.v2alpha1.RevocationReason
 	4,  // 47: talos.v2alpha1.VerifyApiKeyResponse.error_code:type_name -> talos.v2alpha1.VerificationErrorCode
-	40, // 48: talos.v2alpha1.VerifyApiKeyResponse.metadata:type_name -> google.protobuf.Struct
+	41, // 48: talos.v2alpha1.VerifyApiKeyResponse.metadata:type_name -> google.protobuf.Struct
 	0,  // 49: talos.v2alpha1.VerifyApiKeyResponse.status:type_name -> talos.v2alpha1.KeyStatus
 	1,  // 50: talos.v2alpha1.VerifyApiKeyResponse.visibility:type_name -> talos.v2alpha1.KeyVisibility
-	41, // 51: talos.v2alpha1.VerifyApiKeyResponse.expire_time:type_name -> google.protobuf.Timestamp
+	42, // 51: talos.v2alpha1.VerifyApiKeyResponse.expire_time:type_name -> google.protobuf.Timestamp
 	6,  // 52: talos.v2alpha1.VerifyApiKeyResponse.rate_limit_policy:type_name -> talos.v2alpha1.RateLimitPolicy
-	41, // 53: talos.v2alpha1.VerifyApiKeyResponse.rate_limit_reset_time:type_name -> google.protobuf.Timestamp
-	29, // 54: talos.v2alpha1.BatchVerifyApiKeysRequest.requests:type_name -> talos.v2alpha1.VerifyApiKeyRequest
-	30, // 55: talos.v2alpha1.BatchVerifyApiKeysResponse.results:type_name -> talos.v2alpha1.VerifyApiKeyResponse
-	3,  // 56: talos.v2alpha1.DeriveTokenRequest.algorithm:type_name -> talos.v2alpha1.TokenAlgorithm
-	40, // 57: talos.v2alpha1.DeriveTokenRequest.custom_claims:type_name -> google.protobuf.Struct
-	41, // 58: talos.v2alpha1.Token.expire_time:type_name -> google.protobuf.Timestamp
-	40, // 59: talos.v2alpha1.Token.claims:type_name -> google.protobuf.Struct
-	34, // 60: talos.v2alpha1.DeriveTokenResponse.token:type_name -> talos.v2alpha1.Token
-	2,  // 61: talos.v2alpha1.SelfRevokeApiKeyRequest.reason:type_name -> talos.v2alpha1.RevocationReason
-	40, // 62: talos.v2alpha1.GetJwksResponse.jwks:type_name -> google.protobuf.Struct
-	10, // 63: talos.v2alpha1.ApiKeys.AdminIssueApiKey:input_type -> talos.v2alpha1.IssueApiKeyRequest
-	12, // 64: talos.v2alpha1.ApiKeys.AdminGetIssuedApiKey:input_type -> talos.v2alpha1.AdminGetIssuedApiKeyRequest
-	13, // 65: talos.v2alpha1.ApiKeys.AdminListIssuedApiKeys:input_type -> talos.v2alpha1.ListIssuedApiKeysRequest
-	15, // 66: talos.v2alpha1.ApiKeys.AdminUpdateIssuedApiKey:input_type -> talos.v2alpha1.AdminUpdateIssuedApiKeyRequest
-	16, // 67: talos.v2alpha1.ApiKeys.AdminRotateIssuedApiKey:input_type -> talos.v2alpha1.AdminRotateIssuedApiKeyRequest
-	18, // 68: talos.v2alpha1.ApiKeys.AdminRevokeIssuedApiKey:input_type -> talos.v2alpha1.AdminRevokeIssuedApiKeyRequest
-	19, // 69: talos.v2alpha1.ApiKeys.AdminImportApiKey:input_type -> talos.v2alpha1.ImportApiKeyRequest
-	20, // 70: talos.v2alpha1.ApiKeys.AdminBatchCreateImportedApiKeys:input_type -> talos.v2alpha1.BatchCreateImportedApiKeysRequest
-	23, // 71: talos.v2alpha1.ApiKeys.AdminGetImportedApiKey:input_type -> talos.v2alpha1.AdminGetImportedApiKeyRequest
-	24, // 72: talos.v2alpha1.ApiKeys.AdminListImportedApiKeys:input_type -> talos.v2alpha1.ListImportedApiKeysRequest
-	26, // 73: talos.v2alpha1.ApiKeys.AdminUpdateImportedApiKey:input_type -> talos.v2alpha1.AdminUpdateImportedApiKeyRequest
-	27, // 74: talos.v2alpha1.ApiKeys.AdminRevokeImportedApiKey:input_type -> talos.v2alpha1.AdminRevokeImportedApiKeyRequest
-	28, // 75: talos.v2alpha1.ApiKeys.AdminDeleteImportedApiKey:input_type -> talos.v2alpha1.AdminDeleteImportedApiKeyRequest
-	29, // 76: talos.v2alpha1.ApiKeys.AdminVerifyApiKey:input_type -> talos.v2alpha1.VerifyApiKeyRequest
-	31, // 77: talos.v2alpha1.ApiKeys.AdminBatchVerifyApiKeys:input_type -> talos.v2alpha1.BatchVerifyApiKeysRequest
-	33, // 78: talos.v2alpha1.ApiKeys.AdminDeriveToken:input_type -> talos.v2alpha1.DeriveTokenRequest
-	36, // 79: talos.v2alpha1.SelfService.RevokeApiKey:input_type -> talos.v2alpha1.SelfRevokeApiKeyRequest
-	38, // 80: talos.v2alpha1.DerivedKeys.GetJwks:input_type -> talos.v2alpha1.GetJwksRequest
-	11, // 81: talos.v2alpha1.ApiKeys.AdminIssueApiKey:output_type -> talos.v2alpha1.IssueApiKeyResponse
-	8,  // 82: talos.v2alpha1.ApiKeys.AdminGetIssuedApiKey:output_type -> talos.v2alpha1.IssuedApiKey
-	14, // 83: talos.v2alpha1.ApiKeys.AdminListIssuedApiKeys:output_type -> talos.v2alpha1.ListIssuedApiKeysResponse
-	8,  // 84: talos.v2alpha1.ApiKeys.AdminUpdateIssuedApiKey:output_type -> talos.v2alpha1.IssuedApiKey
-	17, // 85: talos.v2alpha1.ApiKeys.AdminRotateIssuedApiKey:output_type -> talos.v2alpha1.RotateIssuedApiKeyResponse
-	43, // 86: talos.v2alpha1.ApiKeys.AdminRevokeIssuedApiKey:output_type -> google.protobuf.Empty
-	9,  // 87: talos.v2alpha1.ApiKeys.AdminImportApiKey:output_type -> talos.v2alpha1.ImportedApiKey
-	22, // 88: talos.v2alpha1.ApiKeys.AdminBatchCreateImportedApiKeys:output_type -> talos.v2alpha1.BatchCreateImportedApiKeysResponse
-	9,  // 89: talos.v2alpha1.ApiKeys.AdminGetImportedApiKey:output_type -> talos.v2alpha1.ImportedApiKey
-	25, // 90: talos.v2alpha1.ApiKeys.AdminListImportedApiKeys:output_type -> talos.v2alpha1.ListImportedApiKeysResponse
-	9,  // 91: talos.v2alpha1.ApiKeys.AdminUpdateImportedApiKey:output_type -> talos.v2alpha1.ImportedApiKey
-	43, // 92: talos.v2alpha1.ApiKeys.AdminRevokeImportedApiKey:output_type -> google.protobuf.Empty
-	43, // 93: talos.v2alpha1.ApiKeys.AdminDeleteImportedApiKey:output_type -> google.protobuf.Empty
-	30, // 94: talos.v2alpha1.ApiKeys.AdminVerifyApiKey:output_type -> talos.v2alpha1.VerifyApiKeyResponse
-	32, // 95: talos.v2alpha1.ApiKeys.AdminBatchVerifyApiKeys:output_type -> talos.v2alpha1.BatchVerifyApiKeysResponse
-	35, // 96: talos.v2alpha1.ApiKeys.AdminDeriveToken:output_type -> talos.v2alpha1.DeriveTokenResponse
-	37, // 97: talos.v2alpha1.SelfService.RevokeApiKey:output_type -> talos.v2alpha1.SelfRevokeApiKeyResponse
-	39, // 98: talos.v2alpha1.DerivedKeys.GetJwks:output_type -> talos.v2alpha1.GetJwksResponse
-	81, // [81:99] is the sub-list for method output_type
-	63, // [63:81] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	42, // 53: talos.v2alpha1.VerifyApiKeyResponse.rate_limit_reset_time:type_name -> google.protobuf.Timestamp
+	40, // 54: talos.v2alpha1.VerifyApiKeyResponse.conditions:type_name -> talos.v2alpha1.VerifyApiKeyResponse.ConditionsEntry
+	29, // 55: talos.v2alpha1.BatchVerifyApiKeysRequest.requests:type_name -> talos.v2alpha1.VerifyApiKeyRequest
+	30, // 56: talos.v2alpha1.BatchVerifyApiKeysResponse.results:type_name -> talos.v2alpha1.VerifyApiKeyResponse
+	3,  // 57: talos.v2alpha1.DeriveTokenRequest.algorithm:type_name -> talos.v2alpha1.TokenAlgorithm
+	41, // 58: talos.v2alpha1.DeriveTokenRequest.custom_claims:type_name -> google.protobuf.Struct
+	42, // 59: talos.v2alpha1.Token.expire_time:type_name -> google.protobuf.Timestamp
+	41, // 60: talos.v2alpha1.Token.claims:type_name -> google.protobuf.Struct
+	34, // 61: talos.v2alpha1.DeriveTokenResponse.token:type_name -> talos.v2alpha1.Token
+	2,  // 62: talos.v2alpha1.SelfRevokeApiKeyRequest.reason:type_name -> talos.v2alpha1.RevocationReason
+	41, // 63: talos.v2alpha1.GetJwksResponse.jwks:type_name -> google.protobuf.Struct
+	10, // 64: talos.v2alpha1.ApiKeys.AdminIssueApiKey:input_type -> talos.v2alpha1.IssueApiKeyRequest
+	12, // 65: talos.v2alpha1.ApiKeys.AdminGetIssuedApiKey:input_type -> talos.v2alpha1.AdminGetIssuedApiKeyRequest
+	13, // 66: talos.v2alpha1.ApiKeys.AdminListIssuedApiKeys:input_type -> talos.v2alpha1.ListIssuedApiKeysRequest
+	15, // 67: talos.v2alpha1.ApiKeys.AdminUpdateIssuedApiKey:input_type -> talos.v2alpha1.AdminUpdateIssuedApiKeyRequest
+	16, // 68: talos.v2alpha1.ApiKeys.AdminRotateIssuedApiKey:input_type -> talos.v2alpha1.AdminRotateIssuedApiKeyRequest
+	18, // 69: talos.v2alpha1.ApiKeys.AdminRevokeIssuedApiKey:input_type -> talos.v2alpha1.AdminRevokeIssuedApiKeyRequest
+	19, // 70: talos.v2alpha1.ApiKeys.AdminImportApiKey:input_type -> talos.v2alpha1.ImportApiKeyRequest
+	20, // 71: talos.v2alpha1.ApiKeys.AdminBatchCreateImportedApiKeys:input_type -> talos.v2alpha1.BatchCreateImportedApiKeysRequest
+	23, // 72: talos.v2alpha1.ApiKeys.AdminGetImportedApiKey:input_type -> talos.v2alpha1.AdminGetImportedApiKeyRequest
+	24, // 73: talos.v2alpha1.ApiKeys.AdminListImportedApiKeys:input_type -> talos.v2alpha1.ListImportedApiKeysRequest
+	26, // 74: talos.v2alpha1.ApiKeys.AdminUpdateImportedApiKey:input_type -> talos.v2alpha1.AdminUpdateImportedApiKeyRequest
+	27, // 75: talos.v2alpha1.ApiKeys.AdminRevokeImportedApiKey:input_type -> talos.v2alpha1.AdminRevokeImportedApiKeyRequest
+	28, // 76: talos.v2alpha1.ApiKeys.AdminDeleteImportedApiKey:input_type -> talos.v2alpha1.AdminDeleteImportedApiKeyRequest
+	29, // 77: talos.v2alpha1.ApiKeys.AdminVerifyApiKey:input_type -> talos.v2alpha1.VerifyApiKeyRequest
+	31, // 78: talos.v2alpha1.ApiKeys.AdminBatchVerifyApiKeys:input_type -> talos.v2alpha1.BatchVerifyApiKeysRequest
+	33, // 79: talos.v2alpha1.ApiKeys.AdminDeriveToken:input_type -> talos.v2alpha1.DeriveTokenRequest
+	36, // 80: talos.v2alpha1.SelfService.RevokeApiKey:input_type -> talos.v2alpha1.SelfRevokeApiKeyRequest
+	38, // 81: talos.v2alpha1.DerivedKeys.GetJwks:input_type -> talos.v2alpha1.GetJwksRequest
+	11, // 82: talos.v2alpha1.ApiKeys.AdminIssueApiKey:output_type -> talos.v2alpha1.IssueApiKeyResponse
+	8,  // 83: talos.v2alpha1.ApiKeys.AdminGetIssuedApiKey:output_type -> talos.v2alpha1.IssuedApiKey
+	14, // 84: talos.v2alpha1.ApiKeys.AdminListIssuedApiKeys:output_type -> talos.v2alpha1.ListIssuedApiKeysResponse
+	8,  // 85: talos.v2alpha1.ApiKeys.AdminUpdateIssuedApiKey:output_type -> talos.v2alpha1.IssuedApiKey
+	17, // 86: talos.v2alpha1.ApiKeys.AdminRotateIssuedApiKey:output_type -> talos.v2alpha1.RotateIssuedApiKeyResponse
+	44, // 87: talos.v2alpha1.ApiKeys.AdminRevokeIssuedApiKey:output_type -> google.protobuf.Empty
+	9,  // 88: talos.v2alpha1.ApiKeys.AdminImportApiKey:output_type -> talos.v2alpha1.ImportedApiKey
+	22, // 89: talos.v2alpha1.ApiKeys.AdminBatchCreateImportedApiKeys:output_type -> talos.v2alpha1.BatchCreateImportedApiKeysResponse
+	9,  // 90: talos.v2alpha1.ApiKeys.AdminGetImportedApiKey:output_type -> talos.v2alpha1.ImportedApiKey
+	25, // 91: talos.v2alpha1.ApiKeys.AdminListImportedApiKeys:output_type -> talos.v2alpha1.ListImportedApiKeysResponse
+	9,  // 92: talos.v2alpha1.ApiKeys.AdminUpdateImportedApiKey:output_type -> talos.v2alpha1.ImportedApiKey
+	44, // 93: talos.v2alpha1.ApiKeys.AdminRevokeImportedApiKey:output_type -> google.protobuf.Empty
+	44, // 94: talos.v2alpha1.ApiKeys.AdminDeleteImportedApiKey:output_type -> google.protobuf.Empty
+	30, // 95: talos.v2alpha1.ApiKeys.AdminVerifyApiKey:output_type -> talos.v2alpha1.VerifyApiKeyResponse
+	32, // 96: talos.v2alpha1.ApiKeys.AdminBatchVerifyApiKeys:output_type -> talos.v2alpha1.BatchVerifyApiKeysResponse
+	35, // 97: talos.v2alpha1.ApiKeys.AdminDeriveToken:output_type -> talos.v2alpha1.DeriveTokenResponse
+	37, // 98: talos.v2alpha1.SelfService.RevokeApiKey:output_type -> talos.v2alpha1.SelfRevokeApiKeyResponse
+	39, // 99: talos.v2alpha1.DerivedKeys.GetJwks:output_type -> talos.v2alpha1.GetJwksResponse
+	82, // [82:100] is the sub-list for method output_type
+	64, // [64:82] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_talos_proto_init() }
@@ -3100,7 +3118,7 @@ func file_talos_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_talos_proto_rawDesc), len(file_talos_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
