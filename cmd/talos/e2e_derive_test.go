@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -167,4 +169,42 @@ func fetchJWKS(t *testing.T, base string) string {
 		t.Fatalf("jwks: %v %s", err, b)
 	}
 	return string(b)
+}
+
+// TestE2E_ConfiguredSigningKeys generates an RSA key with `talos jwk
+// generate`, configures it through a file:// URL, and checks derived JWTs
+// are signed with it and that `talos jwk get` shows only its public part.
+func TestE2E_ConfiguredSigningKeys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	var out, errOut bytes.Buffer
+	if err := run(t.Context(), []string{"jwk", "generate", "rsa", "--kid", "ops-2026"}, nil, &out, &errOut); err != nil {
+		t.Fatalf("jwk generate: %v %s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), `"d":`) {
+		t.Fatalf("jwk generate printed no private key")
+	}
+	path := t.TempDir() + "/jwks.json"
+	if err := os.WriteFile(path, out.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, "TALOS_CREDENTIALS_DERIVED_TOKENS_JWT_SIGNING_KEYS_URLS=file://"+path)
+	c := sdk(srv.http)
+	issued, resp, err := c.ApiKeysAPI.AdminIssueApiKey(t.Context()).IssueApiKeyRequest(ory.IssueApiKeyRequest{Name: ptr("k"), ActorId: ptr("a")}).Execute()
+	issued = mustOK(t, "issue", issued, resp, err)
+	d, resp, err := c.ApiKeysAPI.AdminDeriveToken(t.Context()).DeriveTokenRequest(ory.DeriveTokenRequest{Credential: issued.Secret}).Execute()
+	d = mustOK(t, "derive", d, resp, err)
+	header, _ := base64.RawURLEncoding.DecodeString(strings.Split(d.Token.GetToken(), ".")[0])
+	if !strings.Contains(string(header), `"alg":"RS256"`) || !strings.Contains(string(header), `"kid":"ops-2026"`) {
+		t.Errorf("JWT header = %s, want RS256 and kid ops-2026", header)
+	}
+	wantVerdict(t, c, d.Token.GetToken(), true, "")
+	out.Reset()
+	if err := run(t.Context(), []string{"jwk", "get", "--endpoint", srv.http}, nil, &out, &errOut); err != nil {
+		t.Fatalf("jwk get: %v", err)
+	}
+	if !strings.Contains(out.String(), "ops-2026") || strings.Contains(out.String(), `"d":`) {
+		t.Errorf("jwk get = %s, want the public key only", out.String())
+	}
 }
