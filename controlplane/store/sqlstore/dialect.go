@@ -61,6 +61,14 @@ type Dialect struct {
 	// Nil means one attempt: begin, fn, then commit or roll back.
 	ExecTx func(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error
 
+	// Retryable, when set, reports whether a driver error means the whole
+	// transaction may simply be run again: a serialization failure, a
+	// deadlock, a lock wait timeout (SQLSTATE 40001/40P01, MySQL 1213/1205).
+	// InTx then retries fn with bounded, jittered backoff (see
+	// RetryAttempts). It is not used when ExecTx is set, which retries
+	// itself.
+	Retryable func(err error) bool
+
 	// LockEvents, when set, is executed in the transaction before each event
 	// is appended, to make event sequence order equal commit order. Outbox
 	// tailers read events in seq order with a cursor, so a transaction that

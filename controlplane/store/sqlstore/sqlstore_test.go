@@ -180,3 +180,44 @@ func TestInTx_Panic(t *testing.T) {
 		t.Errorf("GetKey of the key created before the panic = %v, want ErrNotFound", err)
 	}
 }
+
+var errFlaky = errors.New("serialization failure (test)")
+
+// TestInTx_Retryable: with Dialect.Retryable, a transaction failing with a
+// retryable error is run again until it succeeds, a non-retryable error is
+// returned at once, and a retryable one that never clears stops after
+// RetryAttempts.
+func TestInTx_Retryable(t *testing.T) {
+	t.Parallel()
+	d := sqlite.Dialect()
+	d.Retryable = func(err error) bool { return errors.Is(err, errFlaky) }
+	s := newTestStore(t, d)
+	ctx := t.Context()
+
+	runs := 0
+	err := s.InTx(ctx, func(tx store.Tx) error {
+		runs++
+		if runs < 3 {
+			return errFlaky
+		}
+		return tx.CreateKey(ctx, testKey("retried"))
+	})
+	if err != nil || runs != 3 {
+		t.Fatalf("InTx = %v after %d runs, want success after 3", err, runs)
+	}
+	if _, err := s.GetKey(ctx, credential.DefaultTenant, credential.KindIssued, "retried"); err != nil {
+		t.Errorf("the retried write is missing: %v", err)
+	}
+
+	runs = 0
+	err = s.InTx(ctx, func(tx store.Tx) error { runs++; return tx.CreateKey(ctx, testKey("retried")) })
+	if !errors.Is(err, credential.ErrConflict) || runs != 1 {
+		t.Errorf("non-retryable: InTx = %v after %d runs, want ErrConflict after 1", err, runs)
+	}
+
+	runs = 0
+	err = s.InTx(ctx, func(store.Tx) error { runs++; return errFlaky })
+	if !errors.Is(err, errFlaky) || runs != sqlstore.RetryAttempts {
+		t.Errorf("always retryable: InTx = %v after %d runs, want errFlaky after %d", err, runs, sqlstore.RetryAttempts)
+	}
+}

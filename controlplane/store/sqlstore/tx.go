@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"math/rand/v2"
+	"time"
 
 	"github.com/talos-project/talos/controlplane/store"
 	"github.com/talos-project/talos/pkg/credential"
@@ -28,7 +30,7 @@ func (s *Store) InTx(ctx context.Context, fn func(store.Tx) error) error {
 	var fnErr error
 	attempt := func(sqlTx *sql.Tx) error {
 		fnErr = fn(&tx{s: s, tx: sqlTx})
-		if fnErr == nil || s.dialect.ExecTx == nil {
+		if fnErr == nil || (s.dialect.ExecTx == nil && s.dialect.Retryable == nil) {
 			return fnErr
 		}
 		// Hand a retrying ExecTx the driver's error, which carries the code
@@ -40,9 +42,12 @@ func (s *Store) InTx(ctx context.Context, fn func(store.Tx) error) error {
 		return fnErr
 	}
 	var err error
-	if s.dialect.ExecTx != nil {
+	switch {
+	case s.dialect.ExecTx != nil:
 		err = s.dialect.ExecTx(ctx, s.db, attempt)
-	} else {
+	case s.dialect.Retryable != nil:
+		err = s.retryTx(ctx, attempt, &fnErr)
+	default:
 		err = s.execTx(ctx, attempt)
 	}
 	switch {
@@ -54,6 +59,32 @@ func (s *Store) InTx(ctx context.Context, fn func(store.Tx) error) error {
 		return fnErr
 	}
 	return s.fail(ctx, err, op, "")
+}
+
+// RetryAttempts bounds the attempts of a transaction that keeps failing
+// with a retryable error; the backoff between them grows from 2 ms to about
+// 100 ms, jittered, so the whole retry costs well under a second.
+const RetryAttempts = 8
+
+// retryTx runs fn in a transaction, again while it fails with an error the
+// Dialect calls retryable (from fn or from the commit). *fnErr is reset
+// before each attempt so that InTx reports the last attempt's outcome.
+func (s *Store) retryTx(ctx context.Context, fn func(*sql.Tx) error, fnErr *error) error {
+	backoff := 2 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		*fnErr = nil
+		err := s.execTx(ctx, fn)
+		if err == nil || attempt == RetryAttempts || !s.dialect.Retryable(err) {
+			return err
+		}
+		sleep := backoff/2 + time.Duration(rand.Int64N(int64(backoff)))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(sleep):
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
 }
 
 // execTx is the one-attempt transaction used when the Dialect has no ExecTx.
