@@ -72,14 +72,12 @@ func secretSet(cfg config.Config) (*apikey.SecretSet, error) {
 	return s, nil
 }
 
-// openStore opens the database named by db.dsn. Only SQLite is built in so
-// far; other schemes are rejected with a clear message.
-func openStore(ctx context.Context, cfg config.Config, migrate bool) (store.Store, error) {
-	if err := cfg.RequireDSN(); err != nil {
-		return nil, err
+// openStore opens the database named by dsn, by its scheme.
+func openStore(ctx context.Context, dsn string, migrate bool) (store.Store, error) {
+	if dsn == "" {
+		return nil, fmt.Errorf("db.dsn is required")
 	}
-	dsn := cfg.DB.DSN.Value()
-	switch cfg.DB.Driver() {
+	switch (config.DB{DSN: config.NewSecret(dsn)}).Driver() {
 	case config.DriverSQLite:
 		return sqlite.Open(ctx, dsn, sqlite.Options{AutoMigrate: migrate})
 	default:
@@ -90,11 +88,17 @@ func openStore(ctx context.Context, cfg config.Config, migrate bool) (store.Stor
 // plane is the state every command that works on the database shares: the
 // store and the keys service over it.
 type plane struct {
-	store store.Store
-	keys  *keys.Service
+	store   store.Store
+	replica store.Store // nil without db.read_replica_dsn
+	keys    *keys.Service
 }
 
-func (p *plane) close() { p.store.Close() }
+func (p *plane) close() {
+	if p.replica != nil {
+		p.replica.Close()
+	}
+	p.store.Close()
+}
 
 // buildPlane opens the store and builds the keys service from cfg.
 func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (*plane, error) {
@@ -106,9 +110,19 @@ func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrat
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStore(ctx, cfg, migrate)
+	st, err := openStore(ctx, cfg.DB.DSN.Value(), migrate)
 	if err != nil {
 		return nil, err
+	}
+	p := &plane{store: st}
+	var replica keys.VerifyReader
+	if dsn := cfg.DB.ReadReplicaDSN.Value(); dsn != "" {
+		// A replica is migrated by replication, never by us.
+		if p.replica, err = openStore(ctx, dsn, false); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("db.read_replica_dsn: %w", err)
+		}
+		replica = p.replica
 	}
 	ak, dt := cfg.Credentials.APIKeys, cfg.Credentials.DerivedTokens
 	var retiredIssuers []string
@@ -140,12 +154,13 @@ func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrat
 			MacaroonPrefixes: append([]string{dt.Macaroon.Prefix.Current}, dt.Macaroon.Prefix.Retired...),
 			RetiredIssuers:   retiredIssuers,
 		},
-	}, keys.Deps{Store: st, Secrets: secrets, Logger: log})
+	}, keys.Deps{Store: st, Replica: replica, Secrets: secrets, Logger: log})
 	if err != nil {
-		st.Close()
+		p.close()
 		return nil, err
 	}
-	return &plane{store: st, keys: svc}, nil
+	p.keys = svc
+	return p, nil
 }
 
 func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error {
@@ -156,6 +171,9 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error
 	log.Info("Starting Talos", slog.String("version", buildVersion()), slog.String("log_level", string(cfg.Log.Level)), slog.String("log_format", string(cfg.Log.Format)))
 	for _, u := range cfg.Unsupported() {
 		log.Warn("configuration key not supported yet; it has no effect", slog.String("key", u))
+	}
+	if err := cfg.RequireDSN(); err != nil {
+		return err
 	}
 	p, err := buildPlane(ctx, cfg, log, cfg.DB.MigrateOnStart())
 	if err != nil {

@@ -64,9 +64,20 @@ type Options struct {
 	Derived DerivedOptions
 }
 
+// VerifyReader is what verification reads: the store itself or a read
+// replica of it. *sqlstore.Store implements it.
+type VerifyReader interface {
+	GetKey(ctx context.Context, tenant credential.Tenant, kind credential.Kind, id credential.KeyID) (credential.Key, error)
+	GetKeys(ctx context.Context, tenant credential.Tenant, kind credential.Kind, ids []credential.KeyID) ([]credential.Key, error)
+}
+
 // Deps are the collaborators of a Service.
 type Deps struct {
-	Store   store.Store
+	Store store.Store
+	// Replica, when set, serves the reads of Verify, BatchVerify and the
+	// parent check of Derive (db.read_replica_dsn); everything else reads
+	// and writes Store.
+	Replica VerifyReader
 	Secrets *apikey.SecretSet
 	Logger  *slog.Logger
 	// Now and Rand default to time.Now and crypto/rand.
@@ -78,6 +89,7 @@ type Deps struct {
 type Service struct {
 	opts     Options
 	store    store.Store
+	reads    VerifyReader // Deps.Replica, or store
 	secrets  *apikey.SecretSet
 	log      *slog.Logger
 	now      func() time.Time
@@ -115,6 +127,7 @@ func New(opts Options, deps Deps) (*Service, error) {
 	s := &Service{
 		opts:     opts,
 		store:    deps.Store,
+		reads:    deps.Store,
 		secrets:  deps.Secrets,
 		log:      deps.Logger,
 		now:      deps.Now,
@@ -134,6 +147,9 @@ func New(opts Options, deps Deps) (*Service, error) {
 	s.signing = &signingKeys{s: s, configured: opts.Derived.SigningKeys, currentKID: opts.Derived.CurrentKID}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if deps.Replica != nil {
+		s.reads = deps.Replica
 	}
 	if s.now == nil {
 		s.now = time.Now

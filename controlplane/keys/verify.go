@@ -24,29 +24,35 @@ type route struct {
 // a v1 timestamp out of range) reads as ErrNotFound so that nobody can probe
 // which part was wrong.
 func (s *Service) Verify(ctx context.Context, p credential.Presented) (credential.Result, error) {
+	return s.verify(ctx, p, s.reads)
+}
+
+// verify is Verify reading from r: the replica for verify traffic, the
+// primary where a write follows (self-revoke).
+func (s *Service) verify(ctx context.Context, p credential.Presented, r VerifyReader) (credential.Result, error) {
 	if err := checkCredential(p.Credential); err != nil {
 		return credential.Result{}, err
 	}
-	r := s.route(p)
-	if r.err != nil {
-		return credential.Result{Type: r.typ}, r.err
+	rt := s.route(p)
+	if rt.err != nil {
+		return credential.Result{Type: rt.typ}, rt.err
 	}
-	if r.typ == credential.TypeJWT || r.typ == credential.TypeMacaroon {
-		return s.verifyDerived(ctx, r.typ, p)
+	if rt.typ == credential.TypeJWT || rt.typ == credential.TypeMacaroon {
+		return s.verifyDerived(ctx, rt.typ, p)
 	}
 	var (
 		k   credential.Key
 		err error
 	)
-	if len(r.ids) == 1 {
-		k, err = s.store.GetKey(ctx, p.Tenant, r.kind, r.ids[0])
+	if len(rt.ids) == 1 {
+		k, err = r.GetKey(ctx, p.Tenant, rt.kind, rt.ids[0])
 	} else {
-		k, err = s.firstOf(ctx, p.Tenant, r.kind, r.ids)
+		k, err = firstOf(ctx, r, p.Tenant, rt.kind, rt.ids)
 	}
 	if err != nil {
-		return credential.Result{Type: r.typ}, err
+		return credential.Result{Type: rt.typ}, err
 	}
-	return s.check(&k, &r, p)
+	return s.check(&k, &rt, p)
 }
 
 func checkCredential(c string) error {
@@ -59,8 +65,8 @@ func checkCredential(c string) error {
 	return nil
 }
 
-func (s *Service) firstOf(ctx context.Context, tenant credential.Tenant, kind credential.Kind, ids []credential.KeyID) (credential.Key, error) {
-	ks, err := s.store.GetKeys(ctx, tenant, kind, ids)
+func firstOf(ctx context.Context, r VerifyReader, tenant credential.Tenant, kind credential.Kind, ids []credential.KeyID) (credential.Key, error) {
+	ks, err := r.GetKeys(ctx, tenant, kind, ids)
 	if err != nil {
 		return credential.Key{}, err
 	}
@@ -177,7 +183,7 @@ func (s *Service) BatchVerify(ctx context.Context, ps []credential.Presented) ([
 	}
 	found := map[credential.Kind]map[credential.KeyID]*credential.Key{}
 	for kind, ids := range want {
-		ks, err := s.store.GetKeys(ctx, tenant, kind, ids)
+		ks, err := s.reads.GetKeys(ctx, tenant, kind, ids)
 		if err != nil {
 			return nil, err
 		}
@@ -234,7 +240,7 @@ func (s *Service) SelfRevoke(ctx context.Context, p credential.Presented, reason
 	if r.err != nil {
 		return selfRevokeNotFound
 	}
-	res, err := s.Verify(ctx, p)
+	res, err := s.verify(ctx, p, s.store)
 	switch {
 	case errors.Is(err, credential.ErrRevoked):
 		return nil

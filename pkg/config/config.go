@@ -204,6 +204,9 @@ type DB struct {
 	// AutoMigrate is db.auto_migrate (Talos addition). Nil means "decide by
 	// driver"; use [DB.MigrateOnStart].
 	AutoMigrate *bool `koanf:"auto_migrate"`
+	// ReadReplicaDSN is db.read_replica_dsn (Talos addition): an optional
+	// database, of the same driver, that serves the reads of verify traffic.
+	ReadReplicaDSN Secret `koanf:"read_replica_dsn"`
 }
 
 // Driver returns the store driver named by the DSN scheme, or "" when the DSN

@@ -170,6 +170,9 @@ func (c *Config) Validate() error {
 			fail("db.dsn", "unsupported scheme: want sqlite, postgres, mysql or cockroach")
 		}
 	}
+	if r := c.DB.ReadReplicaDSN.Value(); r != "" && driverOf(r) != driverOf(c.DB.DSN.Value()) {
+		fail("db.read_replica_dsn", "must use the same database driver as db.dsn")
+	}
 
 	// Enumerations the schema checks in files; repeated for hand-built values.
 	if !slices.Contains([]CacheType{CacheTypeNoop, CacheTypeMemory, CacheTypeRedis}, c.Cache.Type) {
