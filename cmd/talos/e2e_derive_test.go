@@ -25,7 +25,12 @@ func TestE2E_DeriveAndVerify(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	srv := startServer(t)
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) { testDerive(t, startServer(t, b.env...)) })
+	}
+}
+
+func testDerive(t *testing.T, srv *testServer) {
 	c := sdk(srv.http)
 	ctx := t.Context()
 

@@ -157,13 +157,18 @@ func wantVerdict(t *testing.T, c *ory.APIClient, cred string, valid bool, code o
 }
 
 // TestE2E_KeyLifecycleWithOrySDK drives a real `talos serve` over real sockets
-// with the official Ory Go SDK through the whole key lifecycle, then checks
-// that no issued secret ever reached the log.
+// with the official Ory Go SDK through the whole key lifecycle, on every
+// backend, then checks that no issued secret ever reached the log.
 func TestE2E_KeyLifecycleWithOrySDK(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	srv := startServer(t)
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) { testLifecycle(t, startServer(t, b.env...)) })
+	}
+}
+
+func testLifecycle(t *testing.T, srv *testServer) {
 	c := sdk(srv.http)
 	ctx := t.Context()
 	var secrets []string

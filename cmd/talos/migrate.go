@@ -6,7 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/talos-project/talos/controlplane/store/sqlite"
 	"github.com/talos-project/talos/pkg/config"
 )
 
@@ -19,31 +18,32 @@ func newMigrateCmd(e *env) *cobra.Command {
 	}
 	cmd.PersistentFlags().StringSliceVarP(&files, "config", "c", nil, "config file (YAML or JSON)")
 	cmd.PersistentFlags().StringVar(&database, "database", "", "database DSN (overrides db.dsn)")
-	// dsn is --database or db.dsn; only SQLite is built in so far.
-	dsn := func() (string, error) {
+	// dsn is --database or db.dsn, with the store package of its scheme.
+	dsn := func() (string, backend, error) {
 		d := database
 		if d == "" {
 			cfg, err := config.Load(files, e.vars)
 			if err != nil {
-				return "", err
+				return "", backend{}, err
 			}
 			if err := cfg.RequireDSN(); err != nil {
-				return "", err
+				return "", backend{}, err
 			}
 			d = cfg.DB.DSN.Value()
 		}
-		return d, checkSQLite(d)
+		b, err := backendFor(d)
+		return d, b, err
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "up",
 		Short: "Apply all pending migrations",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := dsn()
+			d, b, err := dsn()
 			if err != nil {
 				return err
 			}
-			if err := sqlite.Migrate(cmd.Context(), d); err != nil {
+			if err := b.migrate(cmd.Context(), d); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintln(e.stdout, "Database schema is up to date.")
@@ -54,11 +54,11 @@ func newMigrateCmd(e *env) *cobra.Command {
 		Short: "List applied and pending migrations",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := dsn()
+			d, b, err := dsn()
 			if err != nil {
 				return err
 			}
-			sts, err := sqlite.MigrationStatus(cmd.Context(), d)
+			sts, err := b.status(cmd.Context(), d)
 			if err != nil {
 				return err
 			}
@@ -75,11 +75,4 @@ func newMigrateCmd(e *env) *cobra.Command {
 		},
 	})
 	return cmd
-}
-
-func checkSQLite(dsn string) error {
-	if (config.DB{DSN: config.NewSecret(dsn)}).Driver() != config.DriverSQLite {
-		return fmt.Errorf("database scheme %q is not supported yet; use sqlite://PATH", dsnScheme(dsn))
-	}
-	return nil
 }

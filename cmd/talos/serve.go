@@ -16,7 +16,6 @@ import (
 	"github.com/talos-project/talos/controlplane/httpapi"
 	"github.com/talos-project/talos/controlplane/keys"
 	"github.com/talos-project/talos/controlplane/store"
-	"github.com/talos-project/talos/controlplane/store/sqlite"
 	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/config"
 	"github.com/talos-project/talos/pkg/telemetry"
@@ -70,19 +69,6 @@ func secretSet(cfg config.Config) (*apikey.SecretSet, error) {
 		return nil, fmt.Errorf("secrets.hmac: %w", err)
 	}
 	return s, nil
-}
-
-// openStore opens the database named by dsn, by its scheme.
-func openStore(ctx context.Context, dsn string, migrate bool) (store.Store, error) {
-	if dsn == "" {
-		return nil, fmt.Errorf("db.dsn is required")
-	}
-	switch (config.DB{DSN: config.NewSecret(dsn)}).Driver() {
-	case config.DriverSQLite:
-		return sqlite.Open(ctx, dsn, sqlite.Options{AutoMigrate: migrate})
-	default:
-		return nil, fmt.Errorf("db.dsn: scheme %q is not supported yet; use sqlite://PATH", dsnScheme(dsn))
-	}
 }
 
 // plane is the state every command that works on the database shares: the
