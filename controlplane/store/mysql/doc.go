@@ -33,6 +33,12 @@
 // order. Migrations of one database are serialized across processes by a
 // GET_LOCK named after it.
 //
+// # Privileges
+//
+// Migrating needs CREATE, SELECT and INSERT on the database (later
+// migrations may need ALTER and INDEX too). Serving a migrated database needs only SELECT, INSERT, UPDATE
+// and DELETE: Open reads schema_migrations without creating it.
+//
 // This package imports sqlstore, migrate and credential, plus the driver;
 // nothing but cmd/talos and tests imports it.
 package mysql

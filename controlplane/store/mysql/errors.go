@@ -21,6 +21,7 @@ const (
 	errBadDB                 = 1049 // the database is gone (dropped, not yet restored)
 	errServerShutdown        = 1053
 	errHostIsBlocked         = 1129
+	errNoSuchTable           = 1146
 	errNetReadError          = 1158
 	errNetReadInterrupted    = 1159
 	errNetErrorOnWrite       = 1160

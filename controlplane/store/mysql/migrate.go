@@ -38,7 +38,7 @@ func Migrate(ctx context.Context, dsn string) error {
 		return err
 	}
 	if err := up(ctx, cfg); err != nil {
-		return fmt.Errorf("migrate mysql %s: %w", cfg, err)
+		return fmt.Errorf("migrate %s: %w", cfg, err)
 	}
 	return nil
 }
@@ -61,7 +61,7 @@ func MigrationStatus(ctx context.Context, dsn string) (_ []migrate.State, err er
 	}
 	sts, err := migrate.Status(ctx, db, fsys)
 	if err != nil {
-		return nil, fmt.Errorf("read mysql %s migration status: %w", cfg, err)
+		return nil, fmt.Errorf("read %s migration status: %w", cfg, err)
 	}
 	return sts, nil
 }

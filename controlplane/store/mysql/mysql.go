@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 
 	mysqldriver "github.com/go-sql-driver/mysql"
 
@@ -54,7 +55,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*sqlstore.Store, error
 	}
 	if opts.AutoMigrate {
 		if err := up(ctx, cfg); err != nil {
-			return nil, fmt.Errorf("open mysql %s: %w", cfg, err)
+			return nil, fmt.Errorf("open %s: %w", cfg, err)
 		}
 	}
 	db, err := openDB(cfg, false)
@@ -74,19 +75,57 @@ func open(ctx context.Context, db *sql.DB, cfg Config, opts Options) (*sqlstore.
 		if err != nil {
 			return nil, err
 		}
-		ok, err := migrate.Current(ctx, db, fsys)
+		ok, err := current(ctx, db, fsys)
 		if err != nil {
-			return nil, fmt.Errorf("open mysql %s: %w", cfg, err)
+			return nil, fmt.Errorf("open %s: %w", cfg, err)
 		}
 		if !ok {
-			return nil, fmt.Errorf("open mysql %s: %w; run `talos migrate up`", cfg, migrate.ErrNotMigrated)
+			return nil, fmt.Errorf("open %s: %w; run `talos migrate up`", cfg, migrate.ErrNotMigrated)
 		}
 	}
 	s, err := sqlstore.New(ctx, db, Dialect())
 	if err != nil {
-		return nil, fmt.Errorf("open mysql %s: %w", cfg, err)
+		return nil, fmt.Errorf("open %s: %w", cfg, err)
 	}
 	return s, nil
+}
+
+// current reports whether every migration of fsys is recorded in
+// schema_migrations; a missing table means none is. Unlike migrate.Current,
+// which creates the table when it is missing, it only reads, so that the
+// user `talos serve` connects as needs no CREATE privilege (MySQL checks it
+// even for CREATE TABLE IF NOT EXISTS of a table that exists).
+func current(ctx context.Context, db *sql.DB, fsys fs.FS) (bool, error) {
+	ms, err := migrate.Load(fsys)
+	if err != nil {
+		return false, err
+	}
+	rows, err := db.QueryContext(ctx, "SELECT version FROM schema_migrations")
+	if err != nil {
+		var me *mysqldriver.MySQLError
+		if errors.As(err, &me) && me.Number == errNoSuchTable {
+			return false, nil
+		}
+		return false, fmt.Errorf("read schema_migrations: %w", err)
+	}
+	defer rows.Close()
+	applied := make(map[int]bool, len(ms))
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return false, fmt.Errorf("read schema_migrations: %w", err)
+		}
+		applied[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("read schema_migrations: %w", err)
+	}
+	for _, m := range ms {
+		if !applied[m.Version] {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // openDB returns a pool over cfg without connecting. multi allows several
@@ -97,7 +136,7 @@ func openDB(cfg Config, multi bool) (*sql.DB, error) {
 	d.MultiStatements = multi
 	c, err := mysqldriver.NewConnector(d)
 	if err != nil {
-		return nil, fmt.Errorf("open mysql %s: %w", cfg, err)
+		return nil, fmt.Errorf("open %s: %w", cfg, err)
 	}
 	db := sql.OpenDB(c)
 	db.SetMaxOpenConns(cfg.Pool.MaxConns)

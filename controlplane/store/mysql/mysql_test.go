@@ -3,6 +3,7 @@ package mysql_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -530,5 +531,54 @@ func TestAppendEvent_CommitOrder(t *testing.T) {
 	}
 	if len(evs) != 2 || evs[0].KeyID != "first" || evs[1].KeyID != "second" || evs[0].Seq >= evs[1].Seq {
 		t.Errorf("events = %+v, want first then second with increasing seq", evs)
+	}
+}
+
+// TestOpen_LeastPrivilege: a user with only SELECT, INSERT, UPDATE and
+// DELETE on the database can serve it once it is migrated, and is told to
+// migrate before.
+func TestOpen_LeastPrivilege(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db := newTestDB(t)
+	user, pass := "t_"+strings.ToLower(rand.Text())[:16], rand.Text()
+	if _, err := db.Admin.ExecContext(ctx, "CREATE USER ?@'%' IDENTIFIED BY ?", user, pass); err != nil {
+		t.Fatalf("create user: %v", err)
+	}
+	t.Cleanup(func() { _, _ = db.Admin.ExecContext(context.Background(), "DROP USER ?@'%'", user) })
+	if _, err := db.Admin.ExecContext(ctx, "GRANT SELECT, INSERT, UPDATE, DELETE ON "+db.Name+".* TO ?@'%'", user); err != nil {
+		t.Fatalf("grant: %v", err)
+	}
+	cfg, err := mysql.ParseDSN(db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Driver.Clone()
+	d.User, d.Passwd = user, pass
+	dsn := "mysql://" + d.FormatDSN()
+
+	if _, err := mysql.Open(ctx, dsn, mysql.Options{}); !errors.Is(err, migrate.ErrNotMigrated) {
+		t.Fatalf("Open of a fresh database: error = %v, want one wrapping migrate.ErrNotMigrated", err)
+	}
+	if err := mysql.Migrate(ctx, db.DSN); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	s, err := mysql.Open(ctx, dsn, mysql.Options{})
+	if err != nil {
+		t.Fatalf("Open as a user without CREATE: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	k := testKey(credential.DefaultTenant, "k")
+	err = s.InTx(ctx, func(tx store.Tx) error {
+		if err := tx.CreateKey(ctx, k); err != nil {
+			return err
+		}
+		return tx.AppendEvent(ctx, credential.Event{Tenant: k.Tenant, Kind: k.Kind, KeyID: k.ID, Type: credential.EventCreated, Time: base})
+	})
+	if err != nil {
+		t.Fatalf("create a key and its event: %v", err)
+	}
+	if _, err := s.GetKey(ctx, k.Tenant, k.Kind, k.ID); err != nil {
+		t.Errorf("GetKey: %v", err)
 	}
 }
