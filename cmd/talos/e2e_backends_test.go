@@ -100,9 +100,9 @@ func mysqlDatabaseDSN(t *testing.T, dsn string) string {
 		_, _ = db.Exec("DROP DATABASE " + name)
 		db.Close()
 	})
-	user := cfg.User
+	user := url.User(cfg.User)
 	if cfg.Passwd != "" {
-		user += ":" + url.QueryEscape(cfg.Passwd)
+		user = url.UserPassword(cfg.User, cfg.Passwd)
 	}
-	return fmt.Sprintf("mysql://%s@%s/%s", user, cfg.Addr, name)
+	return fmt.Sprintf("mysql://%s@%s/%s", user.String(), cfg.Addr, name)
 }
