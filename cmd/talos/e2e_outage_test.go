@@ -72,28 +72,49 @@ func (p *tcpProxy) stop() {
 	clear(p.conns)
 }
 
-// TestE2E_DatabaseOutage cuts the control plane off from PostgreSQL: calls
-// answer 503 (or 504) with the AIP-193 body in bounded time, /health/ready
-// turns 503, and both recover by themselves when the database is back.
+// TestE2E_DatabaseOutage cuts the control plane off from its database
+// (PostgreSQL, MySQL): calls answer 503 (or 504) with the AIP-193 body in
+// bounded time, /health/ready turns 503, and both recover by themselves when
+// the database is back.
 func TestE2E_DatabaseOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	dsn := os.Getenv("TALOS_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("TALOS_TEST_POSTGRES_DSN is not set")
+	ran := false
+	if dsn := os.Getenv("TALOS_TEST_POSTGRES_DSN"); dsn != "" {
+		ran = true
+		t.Run("postgres", func(t *testing.T) {
+			u, err := url.Parse(postgresSchemaDSN(t, dsn))
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy := newTCPProxy(t, u.Host)
+			u.Host = proxy.addr
+			q := u.Query()
+			q.Set("connect_timeout", "2")
+			u.RawQuery = q.Encode()
+			testOutage(t, proxy, u.String())
+		})
 	}
-	u, err := url.Parse(postgresSchemaDSN(t, dsn))
-	if err != nil {
-		t.Fatal(err)
+	if dsn := os.Getenv("TALOS_TEST_MYSQL_DSN"); dsn != "" {
+		ran = true
+		t.Run("mysql", func(t *testing.T) {
+			u, err := url.Parse(mysqlDatabaseDSN(t, dsn))
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy := newTCPProxy(t, u.Host)
+			u.Host = proxy.addr
+			testOutage(t, proxy, u.String())
+		})
 	}
-	proxy := newTCPProxy(t, u.Host)
-	u.Host = proxy.addr
-	q := u.Query()
-	q.Set("connect_timeout", "2")
-	u.RawQuery = q.Encode()
-	srv := startServer(t, "TALOS_DB_DSN="+u.String(), "TALOS_DB_AUTO_MIGRATE=true")
+	if !ran {
+		t.Skip("neither TALOS_TEST_POSTGRES_DSN nor TALOS_TEST_MYSQL_DSN is set")
+	}
+}
 
+func testOutage(t *testing.T, proxy *tcpProxy, dsn string) {
+	srv := startServer(t, "TALOS_DB_DSN="+dsn, "TALOS_DB_AUTO_MIGRATE=true")
 	issue := func() (int, string) {
 		code, body := do(t, "POST", srv.http+"/v2alpha1/admin/issuedApiKeys", jsonBody(map[string]string{"name": "n", "actor_id": "a"}))
 		return code, string(body)
