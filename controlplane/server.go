@@ -30,6 +30,7 @@ import (
 	"github.com/talos-project/talos/controlplane/httpapi"
 	"github.com/talos-project/talos/controlplane/keys"
 	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
+	"github.com/talos-project/talos/pkg/telemetry"
 )
 
 // Config is the listener configuration of a control plane.
@@ -79,6 +80,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	h, err := httpapi.New(ctx, cfg.HTTP, httpapi.Deps{API: deps.API, Logger: log, Ready: ready})
 	if err != nil {
 		return nil, err
+	}
+	if deps.Registry != nil {
+		h = telemetry.InstrumentHTTP(deps.Registry, h)
 	}
 	s.httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: 60 * time.Second}
 

@@ -174,8 +174,15 @@ func TestE2E_GRPCAndModes(t *testing.T) {
 			}
 		}
 	}
-	if code, body := do(t, "GET", srv.metrics+"/metrics", nil); code != 200 || !strings.Contains(string(body), "go_goroutines") {
-		t.Errorf("/metrics = %d", code)
+	code, body = do(t, "GET", srv.metrics+"/metrics", nil)
+	for _, want := range []string{"go_goroutines", `talos_verify_total{credential_type="issued",result="valid"} 2`,
+		`talos_http_requests_total{code="200",method="POST"}`, "talos_verify_duration_seconds_bucket"} {
+		if code != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("/metrics = %d, missing %s", code, want)
+		}
+	}
+	if strings.Contains(string(body), res.GetSecret()) || strings.Contains(string(body), res.GetIssuedApiKey().GetKeyId()) {
+		t.Error("a credential or key ID appears in a metric label")
 	}
 	if code, body := do(t, "GET", srv.http+"/.well-known/jwks.json", nil); code != 200 || !strings.Contains(string(body), `"keys"`) {
 		t.Errorf("/.well-known/jwks.json = %d %s", code, body)

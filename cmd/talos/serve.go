@@ -173,7 +173,8 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error
 		return err
 	}
 
-	api := grpcapi.New(grpcapi.Deps{Keys: p.keys, Logger: log})
+	registry := telemetry.NewRegistry()
+	api := grpcapi.New(grpcapi.Deps{Keys: p.keys, Logger: log, Metrics: telemetry.NewVerifyMetrics(registry)})
 	// Unknown sources were already reported as configuration warnings.
 	src, _ := httpapi.ParseClientIPSource(cfg.Serve.HTTP.ClientIPSource)
 	var tokens []string
@@ -195,7 +196,7 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error
 			ExcludeHealthFromLog: cfg.Serve.HTTP.RequestLog.ExcludeHealthEndpoints,
 			AdminTokens:          adminTokens,
 		},
-	}, controlplane.Deps{Keys: p.keys, API: api, Logger: log, Registry: telemetry.NewRegistry()})
+	}, controlplane.Deps{Keys: p.keys, API: api, Logger: log, Registry: registry})
 	if err != nil {
 		return err
 	}

@@ -13,13 +13,16 @@ import (
 	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
 	"github.com/talos-project/talos/pkg/apiconv"
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/telemetry"
 )
 
 // Deps are the collaborators of a Server.
 type Deps struct {
 	Keys   *keys.Service
 	Logger *slog.Logger
-	Now    func() time.Time
+	// Metrics records verifications; nil records nothing.
+	Metrics *telemetry.VerifyMetrics
+	Now     func() time.Time
 }
 
 // Server implements the ApiKeys, SelfService and DerivedKeys services.
@@ -28,9 +31,10 @@ type Server struct {
 	pb.UnimplementedSelfServiceServer
 	pb.UnimplementedDerivedKeysServer
 
-	keys *keys.Service
-	log  *slog.Logger
-	now  func() time.Time
+	keys    *keys.Service
+	log     *slog.Logger
+	metrics *telemetry.VerifyMetrics
+	now     func() time.Time
 }
 
 var (
@@ -41,7 +45,7 @@ var (
 
 // New returns a Server.
 func New(deps Deps) *Server {
-	s := &Server{keys: deps.Keys, log: deps.Logger, now: deps.Now}
+	s := &Server{keys: deps.Keys, log: deps.Logger, metrics: deps.Metrics, now: deps.Now}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -191,7 +195,9 @@ func (s *Server) AdminBatchCreateImportedApiKeys(ctx context.Context, r *pb.Batc
 }
 
 func (s *Server) AdminVerifyApiKey(ctx context.Context, r *pb.VerifyApiKeyRequest) (*pb.VerifyApiKeyResponse, error) {
+	start := time.Now()
 	res, err := s.keys.Verify(ctx, s.presented(ctx, r))
+	s.metrics.Observe(res.Type, err, time.Since(start))
 	if err != nil && !apiconv.IsVerdict(err) {
 		return nil, s.toStatus(ctx, "AdminVerifyApiKey", err)
 	}
@@ -203,9 +209,14 @@ func (s *Server) AdminBatchVerifyApiKeys(ctx context.Context, r *pb.BatchVerifyA
 	for i, req := range r.GetRequests() {
 		ps[i] = s.presented(ctx, req)
 	}
+	start := time.Now()
 	vs, err := s.keys.BatchVerify(ctx, ps)
 	if err != nil {
 		return nil, s.toStatus(ctx, "AdminBatchVerifyApiKeys", err)
+	}
+	per := time.Since(start) / time.Duration(len(vs))
+	for _, v := range vs {
+		s.metrics.Observe(v.Result.Type, v.Err, per)
 	}
 	out := &pb.BatchVerifyApiKeysResponse{Results: make([]*pb.VerifyApiKeyResponse, len(vs))}
 	for i, v := range vs {
