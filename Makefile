@@ -3,6 +3,7 @@
 GO        ?= go
 BIN       := bin/talos
 PROTO_DIR := pkg/api/talos/v2alpha1
+SIDECAR_PROTO_DIR := pkg/api/talos/sidecar/v1
 PROTOC_INCLUDE ?= /usr/include
 
 .PHONY: all build run test test-short generate lint bench fuzz clean tools
@@ -38,6 +39,12 @@ generate:
 		--grpc-gateway_opt=grpc_api_configuration=$(PROTO_DIR)/gateway.yaml \
 		--grpc-gateway_opt=allow_patch_feature=false \
 		$(PROTO_DIR)/talos.proto
+	protoc -I $(SIDECAR_PROTO_DIR) -I $(PROTOC_INCLUDE) \
+		--plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
+		--plugin=protoc-gen-go-grpc="$$($(GO) tool -n protoc-gen-go-grpc)" \
+		--go_out=$(SIDECAR_PROTO_DIR) --go_opt=paths=source_relative \
+		--go-grpc_out=$(SIDECAR_PROTO_DIR) --go-grpc_opt=paths=source_relative \
+		$(SIDECAR_PROTO_DIR)/sidecar.proto
 
 lint:
 	$(GO) vet ./...
