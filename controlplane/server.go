@@ -29,6 +29,7 @@ import (
 	"github.com/talos-project/talos/controlplane/grpcapi"
 	"github.com/talos-project/talos/controlplane/httpapi"
 	"github.com/talos-project/talos/controlplane/keys"
+	sidecarpb "github.com/talos-project/talos/pkg/api/talos/sidecar/v1"
 	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
 	"github.com/talos-project/talos/pkg/telemetry"
 )
@@ -100,6 +101,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	mode := cfg.HTTP.Mode
 	if mode == httpapi.ModeAll || mode == httpapi.ModeAdmin {
 		pb.RegisterApiKeysServer(s.grpcSrv, deps.API)
+		sidecarpb.RegisterVerifierServer(s.grpcSrv, deps.API.Sidecar())
 	}
 	if mode == httpapi.ModeAll || mode == httpapi.ModePublic {
 		pb.RegisterSelfServiceServer(s.grpcSrv, deps.API)
@@ -173,10 +175,11 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // adminAuthUnary requires a configured bearer token (metadata
-// "authorization: Bearer …") on the admin service when tokens are set.
+// "authorization: Bearer …") on the admin service and the sidecar protocol
+// when tokens are set.
 func adminAuthUnary(tokens httpapi.AdminTokens) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if tokens.Enabled() && strings.HasPrefix(info.FullMethod, "/talos.v2alpha1.ApiKeys/") {
+		if tokens.Enabled() && (strings.HasPrefix(info.FullMethod, "/talos.v2alpha1.ApiKeys/") || strings.HasPrefix(info.FullMethod, "/talos.sidecar.v1.Verifier/")) {
 			var auth string
 			if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get("authorization")) > 0 {
 				auth = md.Get("authorization")[0]

@@ -167,6 +167,7 @@ func (s *Service) verifyDerived(ctx context.Context, typ credential.CredentialTy
 	o := token.VerifyOptions{
 		Now: now, ClockSkew: s.opts.ClockSkew, Issuers: append([]string{s.opts.Issuer}, s.derivedOpts.RetiredIssuers...),
 		Tenant: p.Tenant, ExpectedAudiences: p.ExpectedAudiences, ClientIP: p.ClientIP,
+		SkipIPCheck: p.DeferIPCheck,
 	}
 	var (
 		c   token.Claims
@@ -188,35 +189,9 @@ func (s *Service) verifyDerived(ctx context.Context, typ credential.CredentialTy
 			}
 		}
 	}
-	res := credential.Result{Type: typ}
-	if c.Subject != "" {
-		res = credential.Result{
-			Type: typ, Tenant: c.Tenant, KeyID: c.Subject, ActorID: c.ActorID, Scopes: c.Scopes,
-			Metadata: mergeMetadata(c.Custom, c.Metadata), Status: credential.StateActive, Visibility: c.Visibility,
-			ExpireTime: c.Expiry, AllowedCIDRs: c.AllowedCIDRs, Audiences: c.Audiences, Issuer: c.Issuer,
-			Conditions: c.Conditions,
-		}
-	}
-	return res, err
+	return c.Result(typ), err
 }
 
-// mergeMetadata overlays the sealed metadata on the custom claims: metadata
-// wins on a collision, as in Ory Talos.
-func mergeMetadata(custom map[string]any, meta json.RawMessage) json.RawMessage {
-	if len(custom) == 0 {
-		return meta
-	}
-	out := maps.Clone(custom)
-	var m map[string]any
-	if len(meta) > 0 && json.Unmarshal(meta, &m) == nil {
-		maps.Copy(out, m)
-	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		return meta
-	}
-	return b
-}
 
 // JWKS returns the public signing keys in RFC 7517 form ({"keys": [...]}),
 // retired keys included until their tokens have expired.

@@ -144,7 +144,7 @@ func (s *Service) check(k *credential.Key, r *route, p credential.Presented) (cr
 		res.Status = credential.StateExpired
 		return res, credential.ErrExpired
 	}
-	if !k.AllowsIP(p.ClientIP) {
+	if !p.DeferIPCheck && !k.AllowsIP(p.ClientIP) {
 		return res, errIPNotAllowed
 	}
 	s.used.note(k, now)

@@ -22,6 +22,10 @@ type Presented struct {
 	// NoCache skips cache reads; NoStore also skips cache writes.
 	NoCache bool
 	NoStore bool
+	// DeferIPCheck leaves the client-IP restriction to the caller, who
+	// checks Result.AllowedCIDRs itself: the sidecar, whose cached verdict
+	// must hold for every client address. ClientIP is then ignored.
+	DeferIPCheck bool
 }
 
 // LogValue implements slog.LogValuer: the credential never reaches a log.

@@ -286,3 +286,36 @@ func parseVisibility(s string) (credential.Visibility, bool) {
 	}
 	return 0, false
 }
+
+// Result is the verification result of a derived token of type typ
+// (credential.TypeJWT or TypeMacaroon) carrying c: the parent key's identity,
+// the token's own scopes, expiry, audiences and CIDRs, and the custom claims
+// overlaid with the sealed metadata (metadata wins on a collision, as in Ory
+// Talos). A zero Claims gives a Result with only its Type set.
+func (c Claims) Result(typ credential.CredentialType) credential.Result {
+	if c.Subject == "" {
+		return credential.Result{Type: typ}
+	}
+	return credential.Result{
+		Type: typ, Tenant: c.Tenant, KeyID: c.Subject, ActorID: c.ActorID, Scopes: c.Scopes,
+		Metadata: mergeMetadata(c.Custom, c.Metadata), Status: credential.StateActive, Visibility: c.Visibility,
+		ExpireTime: c.Expiry, AllowedCIDRs: c.AllowedCIDRs, Audiences: c.Audiences, Issuer: c.Issuer,
+		Conditions: c.Conditions,
+	}
+}
+
+func mergeMetadata(custom map[string]any, meta json.RawMessage) json.RawMessage {
+	if len(custom) == 0 {
+		return meta
+	}
+	out := maps.Clone(custom)
+	var m map[string]any
+	if len(meta) > 0 && json.Unmarshal(meta, &m) == nil {
+		maps.Copy(out, m)
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return meta
+	}
+	return b
+}
