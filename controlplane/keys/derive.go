@@ -192,7 +192,6 @@ func (s *Service) verifyDerived(ctx context.Context, typ credential.CredentialTy
 	return c.Result(typ), err
 }
 
-
 // JWKS returns the public signing keys in RFC 7517 form ({"keys": [...]}),
 // retired keys included until their tokens have expired.
 func (s *Service) JWKS(ctx context.Context) (map[string]any, error) {
