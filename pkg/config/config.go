@@ -29,6 +29,8 @@ type Config struct {
 	Tracing      Tracing      `koanf:"tracing"`
 	Quota        Quota        `koanf:"quota"`
 	Multitenancy Multitenancy `koanf:"multitenancy"`
+	// Proxy configures talos proxy, the sidecar; talos serve ignores it.
+	Proxy Proxy `koanf:"proxy"`
 
 	// Warnings lists non-fatal findings of Load and Validate (ignored or
 	// unknown environment variables, an unknown client_ip_source, ...), one
@@ -239,7 +241,8 @@ type MemoryCache struct {
 	NumCounters int64 `koanf:"num_counters"`
 }
 
-// Redis is cache.redis; rate_limit.backend=redis reuses it.
+// Redis is cache.redis; rate_limit.backend=redis reuses it, and
+// proxy.cache.redis embeds it.
 type Redis struct {
 	Addrs           []string `koanf:"addrs"`
 	Password        Secret   `koanf:"password"`
@@ -495,14 +498,7 @@ func Defaults() Config {
 				MaxSize:     100 << 20,
 				NumCounters: 10000,
 			},
-			Redis: Redis{
-				Addrs:           []string{"localhost:6379"},
-				PoolSize:        100,
-				Timeout:         Duration(3 * time.Second),
-				MinIdleConns:    2,
-				ConnMaxIdleTime: Duration(5 * time.Minute),
-				ConnMaxLifetime: Duration(30 * time.Minute),
-			},
+			Redis: defaultRedis(Duration(3 * time.Second)),
 		},
 		RateLimit: RateLimit{Backend: RateLimitBackendMemory},
 		LastUsed: LastUsed{
@@ -519,5 +515,42 @@ func Defaults() Config {
 			Exporter:       "otlp",
 			SampleRate:     0.001,
 		},
+		Proxy: Proxy{
+			Upstream:        "127.0.0.1:4421",
+			UpstreamTimeout: Duration(2 * time.Second),
+			UpstreamRetries: 2,
+			ExtAuthz:        ProxyListener{Host: "0.0.0.0", Port: 9191},
+			HTTP:            ProxyListener{Host: "0.0.0.0", Port: 4430},
+			Metrics:         ProxyListener{Host: "0.0.0.0", Port: 4432},
+			Cache: ProxyCache{
+				TTL:         Duration(time.Minute),
+				NegativeTTL: Duration(5 * time.Second),
+				Memory:      ProxyMemoryCache{MaxSize: 64 << 20},
+				Redis: ProxyRedis{
+					// A shared cache must not stall the hot path: a slow
+					// Redis is treated as a miss long before the upstream
+					// timeout.
+					Redis:     defaultRedis(Duration(100 * time.Millisecond)),
+					KeyPrefix: "talos:v1:",
+				},
+			},
+			StaleIfError:      Duration(5 * time.Minute),
+			CredentialHeaders: []string{"authorization", "x-api-key"},
+			Headers:           ProxyHeaders{Prefix: "x-talos-"},
+			FailureMode:       ProxyFailureModeDeny,
+		},
+	}
+}
+
+// defaultRedis returns the defaults of a Redis block (cache.redis and
+// proxy.cache.redis differ only in the timeout), with a fresh Addrs slice.
+func defaultRedis(timeout Duration) Redis {
+	return Redis{
+		Addrs:           []string{"localhost:6379"},
+		PoolSize:        100,
+		Timeout:         timeout,
+		MinIdleConns:    2,
+		ConnMaxIdleTime: Duration(5 * time.Minute),
+		ConnMaxLifetime: Duration(30 * time.Minute),
 	}
 }

@@ -7,7 +7,9 @@
 // Ory Talos's schema is accepted with the same meaning and default. Talos
 // additions are documented in docs/configuration.md.
 //
-// Flow: cmd/talos calls [Load] once. Values are applied in this order:
+// Flow: cmd/talos calls [Load] once ([LoadProxy] for talos proxy, which
+// checks only the proxy and log sections and so needs no issuer or HMAC
+// secret). Values are applied in this order:
 // [Defaults], then each file in order, then TALOS_* variables. Each file and
 // the environment are checked against the JSON Schema on their own (so an error
 // names the file or the variable and the key path), the merged result is

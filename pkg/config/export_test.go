@@ -8,5 +8,5 @@ func NewLoadFunc() (func(files, environ []string) (Config, error), error) {
 	if err != nil {
 		return nil, err
 	}
-	return func(files, environ []string) (Config, error) { return load(sch, files, environ) }, nil
+	return func(files, environ []string) (Config, error) { return load(sch, files, environ, (*Config).Validate) }, nil
 }

@@ -27,6 +27,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte(`{"credentials": {"clock_skew": 1e300}}`), true, "{")
 	f.Add([]byte("a: &a [*a]\n"), false, "")
 	f.Add([]byte("cache: {ttl: .inf}\n"), false, "1,2")
+	f.Add([]byte("proxy: {cache: {redis: {enabled: true, addrs: [r:1], key_prefix: p}}, credential_headers: [a]}\n"), false, "x-a,x-b")
 
 	load, err := config.NewLoadFunc()
 	if err != nil {

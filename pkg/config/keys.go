@@ -2,7 +2,9 @@ package config
 
 import (
 	"encoding/json"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 )
@@ -34,7 +36,12 @@ func leaves() []leaf {
 	walk = func(t reflect.Type, prefix string, index []int) {
 		for i := range t.NumField() {
 			f := t.Field(i)
-			name := f.Tag.Get("koanf")
+			name, squash := koanfKey(f)
+			idx := append(append([]int(nil), index...), i)
+			if squash {
+				walk(f.Type, prefix, idx)
+				continue
+			}
 			if name == "" || name == "-" || !f.IsExported() {
 				continue
 			}
@@ -42,7 +49,6 @@ func leaves() []leaf {
 			if prefix != "" {
 				path = prefix + "." + name
 			}
-			idx := append(append([]int(nil), index...), i)
 			if f.Type.Kind() == reflect.Struct && f.Type != secretType && f.Type != timeType {
 				walk(f.Type, path, idx)
 				continue
@@ -57,6 +63,16 @@ func leaves() []leaf {
 	}
 	walk(reflect.TypeFor[Config](), "", nil)
 	return out
+}
+
+// koanfKey returns the config key of a struct field (its koanf tag up to the
+// first comma) and whether the field is an exported struct squashed into its
+// parent (koanf:",squash"), whose keys then sit beside the parent's own.
+func koanfKey(f reflect.StructField) (name string, squash bool) {
+	name, opts, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+	squash = name == "" && f.IsExported() && f.Type.Kind() == reflect.Struct &&
+		slices.Contains(strings.Split(opts, ","), "squash")
+	return name, squash
 }
 
 // isSecret reports whether values of type t must never be shown.
@@ -109,7 +125,15 @@ func jsonValue(v reflect.Value) (any, bool) {
 	case v.Kind() == reflect.Struct && v.Type() != secretType:
 		obj := map[string]any{}
 		for i := range v.NumField() {
-			name := v.Type().Field(i).Tag.Get("koanf")
+			name, squash := koanfKey(v.Type().Field(i))
+			if squash {
+				if inner, ok := jsonValue(v.Field(i)); ok {
+					if m, ok := inner.(map[string]any); ok {
+						maps.Copy(obj, m)
+					}
+				}
+				continue
+			}
 			if name == "" || name == "-" {
 				continue
 			}

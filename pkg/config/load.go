@@ -46,10 +46,39 @@ func Load(files []string, environ []string) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	return load(sch, files, environ)
+	return load(sch, files, environ, (*Config).Validate)
 }
 
-func load(sch *jsonschema.Schema, files []string, environ []string) (Config, error) {
+// LoadProxy is [Load] for talos proxy: the same sources, order, schema check
+// and environment rules, but the merged result is checked by
+// [Config.ValidateProxy] instead of [Config.Validate]. A proxy needs neither
+// an issuer nor the HMAC secret (it never verifies a key itself), so neither
+// is required; the sections it does not use are schema-checked only and their
+// derived fields are not filled.
+//
+// When secrets.hmac.current is set anyway (a configuration shared with the
+// control plane), LoadProxy adds a warning: the HMAC secret should not be
+// present on sidecar hosts.
+func LoadProxy(files []string, environ []string) (Config, error) {
+	sch, err := compileSchema()
+	if err != nil {
+		return Config{}, err
+	}
+	return load(sch, files, environ, validateProxy)
+}
+
+func validateProxy(c *Config) error {
+	if err := c.ValidateProxy(); err != nil {
+		return err
+	}
+	if !c.Secrets.HMAC.Current.IsZero() {
+		c.warn("secrets.hmac.current is set but talos proxy does not use it; keep the HMAC secret off sidecar hosts")
+	}
+	return nil
+}
+
+// load reads and merges the sources, then checks the result with validate.
+func load(sch *jsonschema.Schema, files []string, environ []string, validate func(*Config) error) (Config, error) {
 	k := koanf.New(".")
 	for _, name := range files {
 		doc, err := readFile(name)
@@ -87,7 +116,7 @@ func load(sch *jsonschema.Schema, files []string, environ []string) (Config, err
 		return Config{}, fmt.Errorf("decode config: %w", err)
 	}
 	cfg.Warnings = env.warnings
-	if err := cfg.Validate(); err != nil {
+	if err := validate(&cfg); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil

@@ -498,6 +498,12 @@ func TestLoad_Errors(t *testing.T) {
 			want: []string{"secrets.hmac.current is required"},
 		},
 		{
+			name: "empty secret means unset",
+			file: "secrets:\n  hmac:\n    current: \"\"\n",
+			env:  []string{"TALOS_CREDENTIALS_ISSUER=x"},
+			want: []string{"secrets.hmac.current is required"},
+		},
+		{
 			name: "env wrong type names the variable",
 			env:  []string{"TALOS_SERVE_HTTP_PORT=http"},
 			want: []string{`environment variable TALOS_SERVE_HTTP_PORT: serve.http.port: must be an integer (got "http")`},

@@ -201,8 +201,13 @@ func describe(e *jsonschema.ValidationError, secret func(string) bool) []problem
 		}
 		return at("must be one of " + strings.Join(want, ", ") + got(k.Got))
 	case *kind.Pattern:
-		if strings.HasSuffix(e.SchemaURL, "/$defs/duration") {
+		switch {
+		case strings.HasSuffix(e.SchemaURL, "/$defs/duration"):
 			return at("must be a Go duration such as 90s, 15m or 8760h (no days), or a number of seconds" + got(k.Got))
+		case strings.HasSuffix(e.SchemaURL, "/$defs/headerName"):
+			return at("must be a lowercase HTTP header name (letters, digits and !#$%&'*+-.^_`|~)" + got(k.Got))
+		case strings.HasSuffix(e.SchemaURL, "/$defs/hostPort"):
+			return at("must be host:port, without a scheme" + got(k.Got))
 		}
 		return at("must match " + k.Want + got(k.Got))
 	case *kind.MinLength:
@@ -215,6 +220,8 @@ func describe(e *jsonschema.ValidationError, secret func(string) bool) []problem
 		return at("must be <= " + num(k.Want) + " (got " + num(k.Got) + ")")
 	case *kind.MinItems:
 		return at(fmt.Sprintf("must have at least %d items", k.Want))
+	case *kind.UniqueItems:
+		return at(fmt.Sprintf("items %d and %d are the same; list each once", k.Duplicates[0], k.Duplicates[1]))
 	case *kind.Format:
 		if k.Want == "date-time" {
 			return at("must be an RFC 3339 date-time such as 2026-01-02T15:04:05Z" + got(k.Got))

@@ -28,6 +28,10 @@ var (
 // Warnings. Load calls it; call it on a Config built by hand. It is
 // idempotent.
 //
+// Validate is for talos serve and the commands that share its configuration:
+// it requires credentials.issuer and secrets.hmac.current and does not check
+// the proxy section beyond the schema (see [Config.ValidateProxy]).
+//
 // The error joins one error per problem, each starting with the key path. No
 // error contains the value of a secret.
 func (c *Config) Validate() error {
@@ -37,26 +41,11 @@ func (c *Config) Validate() error {
 	}
 
 	// Serve.
-	ports := []struct {
-		path string
-		host string
-		port int
-	}{
+	checkPorts([]listener{
 		{"serve.http.port", c.Serve.HTTP.Host, c.Serve.HTTP.Port},
 		{"serve.grpc.port", c.Serve.GRPC.Host, c.Serve.GRPC.Port},
 		{"serve.metrics.port", c.Serve.Metrics.Host, c.Serve.Metrics.Port},
-	}
-	for i, p := range ports {
-		if p.port < 0 || p.port > 65535 {
-			fail(p.path, "must be between 0 and 65535 (got %d)", p.port)
-			continue
-		}
-		for _, q := range ports[:i] {
-			if p.port != 0 && p.port == q.port && hostsOverlap(p.host, q.host) {
-				fail(p.path, "port %d is already used by %s", p.port, q.path)
-			}
-		}
-	}
+	}, fail)
 	if c.Serve.HTTP.MaxBodyBytes <= 0 {
 		fail("serve.http.max_body_bytes", "must be greater than 0")
 	}
@@ -187,12 +176,7 @@ func (c *Config) Validate() error {
 	if c.LastUsed.FlushInterval <= 0 {
 		fail("last_used.flush_interval", "must be greater than 0")
 	}
-	if !slices.Contains([]LogLevel{LogLevelDebug, LogLevelInfo, LogLevelWarn, LogLevelError}, c.Log.Level) {
-		fail("log.level", "must be debug, info, warn or error (got %q)", c.Log.Level)
-	}
-	if f := c.Log.Format; f != LogFormatJSON && f != LogFormatText {
-		fail("log.format", "must be json or text (got %q)", f)
-	}
+	checkLog(c.Log, fail)
 	if r := c.Tracing.SampleRate; r < 0 || r > 1 {
 		fail("tracing.sample_rate", "must be between 0 and 1 (got %v)", r)
 	}
@@ -231,6 +215,39 @@ func (c Config) RequireDSN() error {
 		return errors.New("db.dsn is required: set it in the config file or in TALOS_DB_DSN (for example sqlite://./data/talos.db)")
 	}
 	return nil
+}
+
+// A listener is the port of one listener, for checkPorts.
+type listener struct {
+	path string // key path of the port
+	host string
+	port int
+}
+
+// checkPorts checks that each port is in range and that no two listeners on
+// overlapping hosts share a port (0, "any free port", never clashes).
+func checkPorts(ls []listener, fail func(path, format string, args ...any)) {
+	for i, p := range ls {
+		if p.port < 0 || p.port > 65535 {
+			fail(p.path, "must be between 0 and 65535 (got %d)", p.port)
+			continue
+		}
+		for _, q := range ls[:i] {
+			if p.port != 0 && p.port == q.port && hostsOverlap(p.host, q.host) {
+				fail(p.path, "port %d is already used by %s", p.port, q.path)
+			}
+		}
+	}
+}
+
+// checkLog checks the log section, which every command uses.
+func checkLog(l Log, fail func(path, format string, args ...any)) {
+	if !slices.Contains([]LogLevel{LogLevelDebug, LogLevelInfo, LogLevelWarn, LogLevelError}, l.Level) {
+		fail("log.level", "must be debug, info, warn or error (got %q)", l.Level)
+	}
+	if f := l.Format; f != LogFormatJSON && f != LogFormatText {
+		fail("log.format", "must be json or text (got %q)", f)
+	}
 }
 
 func hostsOverlap(a, b string) bool {

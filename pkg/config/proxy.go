@@ -1,0 +1,272 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Proxy is the proxy section: the configuration of talos proxy, the sidecar
+// that answers Envoy ext_authz checks from a local cache and asks the control
+// plane (Upstream) on a miss. talos serve ignores it; talos proxy loads with
+// [LoadProxy] and needs no other section but log.
+type Proxy struct {
+	// Upstream is the control plane's gRPC address (host:port).
+	Upstream string `koanf:"upstream"`
+	// UpstreamToken is the bearer token sent to the control plane when its
+	// admin auth is on (one of its serve.admin.auth.bearer_tokens).
+	UpstreamToken Secret `koanf:"upstream_token"`
+	// UpstreamTimeout bounds one upstream attempt; it is always > 0.
+	UpstreamTimeout Duration `koanf:"upstream_timeout"`
+	// UpstreamRetries is how many times an UNAVAILABLE call is retried (with
+	// backoff), 0 to MaxProxyUpstreamRetries.
+	UpstreamRetries int `koanf:"upstream_retries"`
+	// Tenant is the tenant (UUID) of checks whose route names none; "" means
+	// the default network.
+	Tenant string `koanf:"tenant"`
+	// ExtAuthz is the Envoy ext_authz gRPC listener.
+	ExtAuthz ProxyListener `koanf:"extauthz"`
+	// HTTP is the HTTP authorization listener (Envoy http_service, nginx
+	// auth_request, forward-auth).
+	HTTP ProxyListener `koanf:"http"`
+	// Metrics is the health and Prometheus listener.
+	Metrics ProxyListener `koanf:"metrics"`
+	Cache   ProxyCache    `koanf:"cache"`
+	// StaleIfError is how long past its TTL a cached allow may still be served
+	// while the upstream is down; 0 disables serving stale verdicts.
+	StaleIfError Duration `koanf:"stale_if_error"`
+	// CredentialHeaders are the lowercase header names read for a credential,
+	// in order; never empty.
+	CredentialHeaders []string `koanf:"credential_headers"`
+	// ClientIPHeaders are the lowercase forwarded headers trusted for the
+	// client IP, in order. Empty means the peer (Envoy source) address.
+	ClientIPHeaders []string     `koanf:"client_ip_headers"`
+	Headers         ProxyHeaders `koanf:"headers"`
+	// FailureMode says how a check that cannot be decided is answered.
+	FailureMode ProxyFailureMode `koanf:"failure_mode"`
+}
+
+// ProxyListener is one listener of the proxy (proxy.extauthz, proxy.http,
+// proxy.metrics). Port 0 means "pick a free port" (tests).
+type ProxyListener struct {
+	Host string `koanf:"host"`
+	Port int    `koanf:"port"`
+}
+
+// Addr returns host:port for net.Listen.
+func (l ProxyListener) Addr() string { return net.JoinHostPort(l.Host, strconv.Itoa(l.Port)) }
+
+// ProxyCache is proxy.cache: the verdict cache, an in-process L1 and an
+// optional shared Redis L2.
+type ProxyCache struct {
+	// TTL of a cached verdict on a valid key, capped by the key's expiry;
+	// always > 0.
+	TTL Duration `koanf:"ttl"`
+	// NegativeTTL of a cached NOT_FOUND; 0 disables negative caching.
+	NegativeTTL Duration         `koanf:"negative_ttl"`
+	Memory      ProxyMemoryCache `koanf:"memory"`
+	Redis       ProxyRedis       `koanf:"redis"`
+}
+
+// ProxyMemoryCache is proxy.cache.memory.
+type ProxyMemoryCache struct {
+	// MaxSize is the byte budget of the in-process cache, at least
+	// MinProxyMemoryCacheSize.
+	MaxSize int64 `koanf:"max_size"`
+}
+
+// ProxyRedis is proxy.cache.redis: the same keys as cache.redis (with a
+// shorter default timeout) plus enabled and key_prefix. The embedded Redis
+// can be handed to the Redis cache backend as it is.
+type ProxyRedis struct {
+	Enabled bool `koanf:"enabled"`
+	Redis   `koanf:",squash"`
+	// KeyPrefix namespaces Talos's keys in a shared Redis.
+	KeyPrefix string `koanf:"key_prefix"`
+}
+
+// ProxyHeaders is proxy.headers: what the proxy adds to, or removes from, an
+// allowed request.
+type ProxyHeaders struct {
+	// Prefix of the headers the proxy adds; lowercase, ends with '-'.
+	Prefix string `koanf:"prefix"`
+	// Metadata lists the key metadata fields copied to the header
+	// {Prefix}meta-{field}. Header names are case-insensitive, so two fields
+	// that differ only in case are rejected.
+	Metadata []string `koanf:"metadata"`
+	// RemoveCredential strips the credential header from an allowed request
+	// before it reaches the upstream service.
+	RemoveCredential bool `koanf:"remove_credential"`
+}
+
+// ProxyFailureMode is proxy.failure_mode.
+type ProxyFailureMode string
+
+// Proxy failure modes.
+const (
+	// ProxyFailureModeDeny answers a check it cannot decide (upstream down
+	// and nothing cached) with an in-band 503 deny: the proxy fails closed.
+	ProxyFailureModeDeny ProxyFailureMode = "deny"
+	// ProxyFailureModeUnavailable answers such a check with gRPC UNAVAILABLE
+	// (HTTP 503 on the HTTP listener), so that Envoy's failure_mode_allow
+	// decides whether the request goes through.
+	ProxyFailureModeUnavailable ProxyFailureMode = "unavailable"
+)
+
+// Bounds of proxy keys beyond what their types allow.
+const (
+	MaxProxyUpstreamRetries = 10
+	MinProxyMemoryCacheSize = 1 << 20
+	MaxProxyRedisKeyPrefix  = 64
+)
+
+var (
+	// headerNameRE is a lowercase RFC 9110 token: HTTP/2 and HTTP/3 carry
+	// header names in lowercase, and Envoy matches them that way.
+	headerNameRE     = regexp.MustCompile("^[a-z0-9!#$%&'*+.^_`|~-]+$")
+	headerPrefixRE   = regexp.MustCompile("^[a-z0-9!#$%&'*+.^_`|~-]*-$")
+	metadataFieldRE  = regexp.MustCompile("^[a-zA-Z0-9!#$%&'*+.^_`|~-]+$")
+	tenantRE         = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	redisKeyPrefixRE = regexp.MustCompile(`^\S+$`)
+)
+
+// ValidateProxy checks what talos proxy needs: the proxy and log sections.
+// Other sections are not checked (a proxy-only configuration has no issuer
+// and no HMAC secret, and should not have one), so a Config accepted only by
+// ValidateProxy must not be used to serve the control plane.
+// [Config.Validate] does not call it: talos serve ignores the proxy section,
+// beyond the schema check every file and the environment get. A caller that
+// changes the proxy section after loading (a flag override) should call it
+// again.
+//
+// The error joins one error per problem, each starting with the key path. No
+// error contains the value of a secret.
+func (c Config) ValidateProxy() error {
+	var errs []error
+	fail := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf(path+": "+format, args...))
+	}
+	checkProxy(c.Proxy, fail)
+	checkLog(c.Log, fail)
+	return errors.Join(errs...)
+}
+
+func checkProxy(p Proxy, fail func(path, format string, args ...any)) {
+	if !validHostPort(p.Upstream) {
+		fail("proxy.upstream", "must be host:port with a port from 1 to 65535 (got %q)", p.Upstream)
+	}
+	if t := p.UpstreamToken.Value(); t != "" {
+		if n := utf8.RuneCountInString(t); n < MinSecretLength {
+			fail("proxy.upstream_token", "must be at least %d characters, got %d", MinSecretLength, n)
+		}
+	}
+	if p.UpstreamRetries < 0 || p.UpstreamRetries > MaxProxyUpstreamRetries {
+		fail("proxy.upstream_retries", "must be between 0 and %d (got %d)", MaxProxyUpstreamRetries, p.UpstreamRetries)
+	}
+	if p.Tenant != "" && !tenantRE.MatchString(p.Tenant) {
+		fail("proxy.tenant", "must be empty or a tenant UUID (got %q)", p.Tenant)
+	}
+	checkPorts([]listener{
+		{"proxy.extauthz.port", p.ExtAuthz.Host, p.ExtAuthz.Port},
+		{"proxy.http.port", p.HTTP.Host, p.HTTP.Port},
+		{"proxy.metrics.port", p.Metrics.Host, p.Metrics.Port},
+	}, fail)
+
+	for _, d := range []struct {
+		path     string
+		v        Duration
+		positive bool
+	}{
+		{"proxy.upstream_timeout", p.UpstreamTimeout, true},
+		{"proxy.cache.ttl", p.Cache.TTL, true},
+		{"proxy.cache.negative_ttl", p.Cache.NegativeTTL, false},
+		{"proxy.stale_if_error", p.StaleIfError, false},
+		{"proxy.cache.redis.timeout", p.Cache.Redis.Timeout, p.Cache.Redis.Enabled},
+		{"proxy.cache.redis.conn_max_idle_time", p.Cache.Redis.ConnMaxIdleTime, false},
+		{"proxy.cache.redis.conn_max_lifetime", p.Cache.Redis.ConnMaxLifetime, false},
+	} {
+		switch {
+		case d.v < 0:
+			fail(d.path, "must not be negative")
+		case d.positive && d.v == 0:
+			fail(d.path, "must be greater than 0")
+		}
+	}
+
+	if p.Cache.Memory.MaxSize < MinProxyMemoryCacheSize {
+		fail("proxy.cache.memory.max_size", "must be at least %d bytes (1 MiB), got %d", MinProxyMemoryCacheSize, p.Cache.Memory.MaxSize)
+	}
+	if r := p.Cache.Redis; r.Enabled {
+		if len(r.Addrs) == 0 {
+			fail("proxy.cache.redis.addrs", "must not be empty when proxy.cache.redis.enabled is true")
+		}
+		for i, a := range r.Addrs {
+			if !validHostPort(a) {
+				fail(fmt.Sprintf("proxy.cache.redis.addrs[%d]", i), "must be host:port with a port from 1 to 65535 (got %q)", a)
+			}
+		}
+		if r.PoolSize < 1 {
+			fail("proxy.cache.redis.pool_size", "must be greater than 0")
+		}
+		if len(r.KeyPrefix) > MaxProxyRedisKeyPrefix || !redisKeyPrefixRE.MatchString(r.KeyPrefix) {
+			fail("proxy.cache.redis.key_prefix", "must be 1 to %d characters without spaces (got %q)", MaxProxyRedisKeyPrefix, r.KeyPrefix)
+		}
+	}
+
+	if len(p.CredentialHeaders) == 0 {
+		fail("proxy.credential_headers", "must not be empty: the proxy would find no credential")
+	}
+	checkHeaderNames("proxy.credential_headers", p.CredentialHeaders, fail)
+	checkHeaderNames("proxy.client_ip_headers", p.ClientIPHeaders, fail)
+	if !headerPrefixRE.MatchString(p.Headers.Prefix) {
+		fail("proxy.headers.prefix", "must be a lowercase header name ending with '-' (got %q)", p.Headers.Prefix)
+	}
+	seen := map[string]int{}
+	for i, m := range p.Headers.Metadata {
+		path := fmt.Sprintf("proxy.headers.metadata[%d]", i)
+		if !metadataFieldRE.MatchString(m) {
+			fail(path, "must be a metadata field usable in a header name: letters, digits and !#$%%&'*+-.^_`|~ (got %q)", m)
+			continue
+		}
+		if j, dup := seen[strings.ToLower(m)]; dup {
+			fail(path, "%q names the same header as proxy.headers.metadata[%d]", m, j)
+		}
+		seen[strings.ToLower(m)] = i
+	}
+
+	if f := p.FailureMode; f != ProxyFailureModeDeny && f != ProxyFailureModeUnavailable {
+		fail("proxy.failure_mode", "must be deny or unavailable (got %q)", f)
+	}
+}
+
+// checkHeaderNames checks a list of lowercase header names without
+// duplicates.
+func checkHeaderNames(path string, names []string, fail func(path, format string, args ...any)) {
+	seen := map[string]int{}
+	for i, h := range names {
+		at := fmt.Sprintf("%s[%d]", path, i)
+		if !headerNameRE.MatchString(h) {
+			fail(at, "must be a lowercase HTTP header name (got %q)", h)
+			continue
+		}
+		if j, dup := seen[h]; dup {
+			fail(at, "%q is already listed at %s[%d]", h, path, j)
+		}
+		seen[h] = i
+	}
+}
+
+// validHostPort reports whether s is host:port with a non-empty host (no
+// scheme or path) and a port from 1 to 65535: an address to dial.
+func validHostPort(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" || strings.ContainsAny(host, "/ \t\r\n") {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
+}
