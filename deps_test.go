@@ -89,7 +89,7 @@ func TestDependencyRule(t *testing.T) {
 	pkgs := listPackages(t)
 	// Packages that may import pkg/api directly: the adapters and the wiring.
 	apiImporters := []string{"controlplane", "controlplane/grpcapi", "controlplane/httpapi", "controlplane/xds",
-		"sidecar/upstream", "sidecar/invalidation", "pkg/apiconv", "cmd/talos", "bench"}
+		"sidecar/upstream", "sidecar/invalidation", "extauthz", "pkg/apiconv", "cmd/talos", "bench"}
 
 	type rule struct {
 		name string

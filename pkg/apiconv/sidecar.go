@@ -39,7 +39,7 @@ func SidecarResponse(res credential.Result, err error) *sidecarpb.VerifyResponse
 			}
 		}
 		d := errcode.Describe(err)
-		out.Reason, out.Message = d.Reason, d.Message
+		out.Reason, out.Message = d.Reason, verifyMessage(err, d)
 	}
 	if res.KeyID == "" {
 		return out
@@ -86,7 +86,7 @@ func FromSidecarResponse(r *sidecarpb.VerifyResponse) (credential.Result, error)
 	}
 	if md := r.GetMetadata(); len(md) > 0 {
 		if !json.Valid(md) {
-			return credential.Result{}, errBadResponse
+			return credential.Result{}, errBadResponse()
 		}
 		res.Metadata = json.RawMessage(md)
 	}
@@ -96,7 +96,7 @@ func FromSidecarResponse(r *sidecarpb.VerifyResponse) (credential.Result, error)
 	for _, s := range r.GetAllowedCidrs() {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return credential.Result{}, errBadResponse
+			return credential.Result{}, errBadResponse()
 		}
 		res.AllowedCIDRs = append(res.AllowedCIDRs, p)
 	}
@@ -104,6 +104,9 @@ func FromSidecarResponse(r *sidecarpb.VerifyResponse) (credential.Result, error)
 		res.RatePolicy = &credential.RatePolicy{Quota: rp.GetQuota(), Window: time.Duration(rp.GetWindowMs()) * time.Millisecond, Unit: rp.GetUnit()}
 	}
 	if r.GetOutcome() == sidecarpb.Outcome_OUTCOME_VALID {
+		if res.KeyID == "" {
+			return credential.Result{}, errBadResponse()
+		}
 		return res, nil
 	}
 	for _, o := range outcomes {
@@ -111,7 +114,9 @@ func FromSidecarResponse(r *sidecarpb.VerifyResponse) (credential.Result, error)
 			return res, &credential.Error{Kind: o.kind, Reason: r.GetReason(), Message: r.GetMessage()}
 		}
 	}
-	return credential.Result{}, errBadResponse
+	return credential.Result{}, errBadResponse()
 }
 
-var errBadResponse = &credential.Error{Kind: credential.ErrUnavailable, Reason: "BAD_UPSTREAM_RESPONSE", Message: "The control plane sent a response this sidecar cannot read."}
+func errBadResponse() error {
+	return &credential.Error{Kind: credential.ErrUnavailable, Reason: "BAD_UPSTREAM_RESPONSE", Message: "The control plane sent a response this sidecar cannot read."}
+}

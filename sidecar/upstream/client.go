@@ -1,0 +1,191 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	sidecarpb "github.com/talos-project/talos/pkg/api/talos/sidecar/v1"
+	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
+	"github.com/talos-project/talos/pkg/credential"
+)
+
+// Defaults of Options.
+const (
+	DefaultTimeout = 2 * time.Second
+	DefaultRetries = 2
+	DefaultBackoff = 20 * time.Millisecond
+	// MaxBackoff caps the retry delay.
+	MaxBackoff = time.Second
+)
+
+// Options configures a Client.
+type Options struct {
+	// Addr is the control plane's gRPC address, host:port (resolved by
+	// DNS). Required.
+	Addr string
+	// Token, when set, is sent as "authorization: Bearer <token>" metadata
+	// on every call.
+	Token string
+	// Timeout bounds each attempt; the caller's deadline, when earlier,
+	// wins. Zero means DefaultTimeout.
+	Timeout time.Duration
+	// Retries is the number of extra attempts after an UNAVAILABLE (or an
+	// attempt that ran out of its Timeout while the caller's context was
+	// still live). Zero means DefaultRetries; a negative value turns
+	// retries off.
+	Retries int
+	// Backoff is the delay bound before the first retry; it doubles for
+	// each further retry, up to MaxBackoff, and the actual delay is drawn
+	// uniformly from [0, bound] ("full jitter"). Zero means DefaultBackoff.
+	Backoff time.Duration
+	// DialOptions are appended to the client's own (for tests: a custom
+	// dialer, say).
+	DialOptions []grpc.DialOption
+	// Logger receives the client's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Client calls the control plane. It is safe for concurrent use. Build one
+// with New and Close it when done.
+type Client struct {
+	conn     *grpc.ClientConn
+	verifier sidecarpb.VerifierClient
+	derived  pb.DerivedKeysClient
+	timeout  time.Duration
+	retries  int
+	backoff  time.Duration
+	log      *slog.Logger
+
+	calls  atomic.Uint64
+	lastOK atomic.Bool
+	// jitter returns the delay before a retry, in [0, bound].
+	jitter func(bound time.Duration) time.Duration
+}
+
+var (
+	_ credential.Verifier      = (*Client)(nil)
+	_ credential.BatchVerifier = (*Client)(nil)
+)
+
+// New returns a Client for o.Addr. It does not wait for a connection: the
+// channel starts connecting in the background and calls made before it is
+// up wait for it within their Timeout. An empty Addr or a negative duration
+// is ErrInvalidArgument.
+//
+// The transport is plaintext: the sidecar is meant to reach the control
+// plane over loopback or a service mesh that encrypts pod-to-pod traffic.
+// mTLS is a follow-up. The bearer token is therefore only as secret as that
+// network path.
+//
+// Keepalive pings go out after 60s without reads while a call is in flight
+// (not on an idle connection, which the control plane's default gRPC
+// enforcement policy would punish as too many pings), so a call stuck on a
+// dead connection is cut within 70s even if TCP never reports the loss;
+// each attempt's Timeout usually cuts it much sooner.
+func New(o Options) (*Client, error) {
+	switch {
+	case o.Addr == "":
+		return nil, credential.Invalid("upstream: the control plane address is required")
+	case o.Timeout < 0 || o.Backoff < 0:
+		return nil, credential.Invalid("upstream: durations must not be negative")
+	}
+	c := &Client{
+		timeout: o.Timeout,
+		retries: o.Retries,
+		backoff: o.Backoff,
+		log:     o.Logger,
+		jitter:  fullJitter,
+	}
+	if c.timeout == 0 {
+		c.timeout = DefaultTimeout
+	}
+	switch {
+	case c.retries == 0:
+		c.retries = DefaultRetries
+	case c.retries < 0:
+		c.retries = 0
+	}
+	if c.backoff == 0 {
+		c.backoff = DefaultBackoff
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 10 * time.Second}),
+		// Retries are this package's, counted by Calls; a service config
+		// published in DNS must not add a retry policy of its own. (gRPC's
+		// transparent retry of a call that never reached the server stays
+		// on; it happens within one attempt.)
+		grpc.WithDisableServiceConfig(),
+	}
+	if o.Token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer{md: map[string]string{"authorization": "Bearer " + o.Token}}))
+	}
+	opts = append(opts, o.DialOptions...)
+	conn, err := grpc.NewClient(o.Addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: %w: %w", credential.ErrInvalidArgument, err)
+	}
+	conn.Connect()
+	c.conn = conn
+	c.verifier = sidecarpb.NewVerifierClient(conn)
+	c.derived = pb.NewDerivedKeysClient(conn)
+	return c, nil
+}
+
+// bearer sends the sidecar's token. The map is shared by all calls; gRPC
+// only reads it.
+type bearer struct{ md map[string]string }
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return b.md, nil
+}
+
+// RequireTransportSecurity is false: see New on plaintext transport.
+func (bearer) RequireTransportSecurity() bool { return false }
+
+func fullJitter(bound time.Duration) time.Duration {
+	if bound <= 0 {
+		return 0
+	}
+	return rand.N(bound + 1)
+}
+
+// Ready reports whether the client can reach the control plane, for the
+// sidecar's readiness probe: true when the gRPC channel is Ready, or when
+// it is Idle (gRPC closed the connection after a period without calls) and
+// the last completed attempt got an answer (OK or INVALID_ARGUMENT).
+// Connecting, TransientFailure and Shutdown (after Close) are false. On an
+// Idle channel Ready also starts a reconnection, so that a probe, not only
+// traffic, brings the channel back. Ready says nothing about authorization:
+// a rejected token shows as failed calls and an error log.
+func (c *Client) Ready() bool {
+	switch c.conn.GetState() {
+	case connectivity.Ready:
+		return true
+	case connectivity.Idle:
+		c.conn.Connect()
+		return c.lastOK.Load()
+	}
+	return false
+}
+
+// Calls returns the number of RPC attempts made so far, retries included.
+func (c *Client) Calls() uint64 { return c.calls.Load() }
+
+// Close closes the connection. Calls in flight and later calls fail with
+// ErrUnavailable. A second Close returns an error.
+func (c *Client) Close() error {
+	return c.conn.Close()
+}
