@@ -29,4 +29,4 @@ cat >&2 <<'MSG'
 #  set secrets.hmac.current (>= 32 chars) from a secret store instead.         #
 ################################################################################
 MSG
-exec ./bin/talos serve --config "$cfg"
+exec ./bin/talos serve --with-proxy --config "$cfg"

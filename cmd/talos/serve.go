@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/talos-project/talos/controlplane"
 	"github.com/talos-project/talos/controlplane/grpcapi"
@@ -22,7 +24,10 @@ import (
 )
 
 func newServeCmd(e *env) *cobra.Command {
-	var files []string
+	var (
+		files     []string
+		withProxy bool
+	)
 	cmd := &cobra.Command{
 		Use:       "serve [admin|public]",
 		Short:     "Run the control plane (all surfaces, or only the admin or the public one)",
@@ -40,10 +45,11 @@ func newServeCmd(e *env) *cobra.Command {
 					return fmt.Errorf("unknown surface %q: want admin or public", args[0])
 				}
 			}
-			return serve(cmd.Context(), e, files, mode)
+			return serve(cmd.Context(), e, files, mode, withProxy)
 		},
 	}
 	cmd.Flags().StringSliceVarP(&files, "config", "c", nil, "config file (YAML or JSON); repeatable")
+	cmd.Flags().BoolVar(&withProxy, "with-proxy", false, "also run a sidecar (the proxy section) in this process, pointed at this control plane")
 	return cmd
 }
 
@@ -149,10 +155,18 @@ func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrat
 	return p, nil
 }
 
-func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error {
+func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withProxy bool) error {
 	cfg, log, err := loadConfig(e, files)
 	if err != nil {
 		return err
+	}
+	if withProxy {
+		if mode == httpapi.ModePublic {
+			return fmt.Errorf("--with-proxy needs the admin surface, which serve public does not run")
+		}
+		if err := cfg.ValidateProxy(); err != nil {
+			return err
+		}
 	}
 	log.Info("Starting Talos", slog.String("version", buildVersion()), slog.String("log_level", string(cfg.Log.Level)), slog.String("log_format", string(cfg.Log.Format)))
 	for _, u := range cfg.Unsupported() {
@@ -200,7 +214,40 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode) error
 	if err != nil {
 		return err
 	}
-	return srv.Run(ctx)
+	if !withProxy {
+		return srv.Run(ctx)
+	}
+	pc := cfg.Proxy
+	pc.Upstream = loopback(srv.GRPCAddr())
+	if pc.UpstreamToken.IsZero() && len(tokens) > 0 {
+		pc.UpstreamToken = cfg.Serve.Admin.Auth.BearerTokens[0]
+	}
+	px, closeProxy, err := buildProxy(ctx, pc, log)
+	if err != nil {
+		return err
+	}
+	defer closeProxy()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return px.Run(gctx) })
+	return g.Wait()
+}
+
+// loopback turns a listener address into one this process can dial: an
+// unspecified host (0.0.0.0, ::) becomes the loopback address.
+func loopback(a net.Addr) string {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ap.Addr().IsUnspecified() {
+		lo := netip.MustParseAddr("127.0.0.1")
+		if ap.Addr().Is6() {
+			lo = netip.IPv6Loopback()
+		}
+		return netip.AddrPortFrom(lo, ap.Port()).String()
+	}
+	return ap.String()
 }
 
 // dsnScheme returns the scheme of a DSN, never the rest (it may hold a

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/talos-project/talos/extauthz"
+	"github.com/talos-project/talos/pkg/cache"
+	"github.com/talos-project/talos/pkg/cache/redis"
+	"github.com/talos-project/talos/pkg/config"
+	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/telemetry"
+	"github.com/talos-project/talos/sidecar"
+	"github.com/talos-project/talos/sidecar/pipeline"
+	"github.com/talos-project/talos/sidecar/upstream"
+)
+
+func newProxyCmd(e *env) *cobra.Command {
+	var (
+		files    []string
+		upstream string
+	)
+	cmd := &cobra.Command{
+		Use:   "proxy",
+		Short: "Run the sidecar: Envoy ext_authz (gRPC), HTTP authorization and a caching verify proxy",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.LoadProxy(files, e.vars)
+			if err != nil {
+				return err
+			}
+			if upstream != "" {
+				cfg.Proxy.Upstream = upstream
+				if err := cfg.ValidateProxy(); err != nil {
+					return err
+				}
+			}
+			log := telemetry.NewLogger(e.stderr, cfg.Log.Level.Slog(), string(cfg.Log.Format))
+			for _, w := range cfg.Warnings {
+				log.Warn("configuration warning", slog.String("warning", w))
+			}
+			log.Info("Starting Talos proxy", slog.String("version", buildVersion()), slog.String("upstream", cfg.Proxy.Upstream))
+			srv, closeProxy, err := buildProxy(cmd.Context(), cfg.Proxy, log)
+			if err != nil {
+				return err
+			}
+			defer closeProxy()
+			return srv.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringSliceVarP(&files, "config", "c", nil, "config file (YAML or JSON); repeatable")
+	cmd.Flags().StringVar(&upstream, "upstream", "", "control plane gRPC address (overrides proxy.upstream)")
+	return cmd
+}
+
+// buildProxy assembles a sidecar from its configuration. The returned func
+// releases what it holds.
+func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sidecar.Server, func(), error) {
+	var closers []func()
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	fail := func(err error) (*sidecar.Server, func(), error) {
+		closeAll()
+		return nil, func() {}, err
+	}
+
+	up, err := upstream.New(upstream.Options{
+		Addr: pc.Upstream, Token: pc.UpstreamToken.Value(), Timeout: pc.UpstreamTimeout.D(),
+		Retries: pc.UpstreamRetries, Logger: log,
+	})
+	if err != nil {
+		return fail(fmt.Errorf("proxy upstream: %w", err))
+	}
+	closers = append(closers, func() { up.Close() })
+
+	var shared cache.Store
+	if r := pc.Cache.Redis; r.Enabled {
+		redis.SetLogger(log)
+		st, err := redis.New(redis.Options{
+			Addrs: r.Addrs, Password: r.Password.Value(), DB: r.DB, PoolSize: r.PoolSize, MinIdleConns: r.MinIdleConns,
+			Timeout: r.Timeout.D(), ConnMaxIdleTime: r.ConnMaxIdleTime.D(), ConnMaxLifetime: r.ConnMaxLifetime.D(),
+			TLS: r.TLS.Enabled, KeyPrefix: r.KeyPrefix,
+		})
+		if err != nil {
+			return fail(fmt.Errorf("proxy.cache.redis: %w", err))
+		}
+		closers = append(closers, func() { st.Close() })
+		shared = st
+	}
+
+	pl, err := pipeline.New(up, pipeline.Options{
+		TTL: pc.Cache.TTL.D(), NegativeTTL: pc.Cache.NegativeTTL.D(), StaleIfError: pc.StaleIfError.D(),
+		MemoryBytes: pc.Cache.Memory.MaxSize, Shared: shared, Logger: log,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, pl.Close)
+
+	registry := telemetry.NewRegistry()
+	if err := pl.Register(registry); err != nil {
+		return fail(err)
+	}
+	decisions := sidecar.NewDecisionMetrics(registry)
+	tenant := credential.Tenant(pc.Tenant)
+	if tenant == "" {
+		tenant = credential.DefaultTenant
+	}
+	az, err := extauthz.New(pl, extauthz.Options{
+		CredentialHeaders:  pc.CredentialHeaders,
+		ClientIPHeaders:    pc.ClientIPHeaders,
+		HeaderPrefix:       pc.Headers.Prefix,
+		MetadataHeaders:    pc.Headers.Metadata,
+		RemoveCredential:   pc.Headers.RemoveCredential,
+		Tenant:             tenant,
+		UnavailableAsError: pc.FailureMode == config.ProxyFailureModeUnavailable,
+		Observe:            decisions.Observe,
+		Logger:             log,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	srv, err := sidecar.New(ctx, sidecar.Config{
+		ExtAuthzAddr: pc.ExtAuthz.Addr(), HTTPAddr: pc.HTTP.Addr(), MetricsAddr: pc.Metrics.Addr(),
+	}, sidecar.Deps{ExtAuthz: az, Upstream: up, Runners: []sidecar.Runner{pl}, Logger: log, Registry: registry})
+	if err != nil {
+		return fail(err)
+	}
+	return srv, closeAll, nil
+}

@@ -1,0 +1,120 @@
+package extauthz
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/talos-project/talos/pkg/credential"
+)
+
+// Authorizer decides on one presented credential. The sidecar pipeline
+// implements it; extauthz only asks. Implementations check everything about the
+// credential itself (existence, state, expiry, the client-IP restriction
+// against p.ClientIP, the audiences in p.ExpectedAudiences); the route's
+// requirements (scopes) are checked here. extauthz asks only about a
+// non-empty credential of printable ASCII of at most MaxCredentialBytes.
+// Implementations must be safe for concurrent use.
+type Authorizer interface {
+	Authorize(ctx context.Context, p credential.Presented) Verdict
+}
+
+// AuthorizerFunc adapts a function to Authorizer.
+type AuthorizerFunc func(ctx context.Context, p credential.Presented) Verdict
+
+// Authorize calls f.
+func (f AuthorizerFunc) Authorize(ctx context.Context, p credential.Presented) Verdict {
+	return f(ctx, p)
+}
+
+// CacheStatus says where a verdict came from.
+type CacheStatus uint8
+
+const (
+	// CacheNone: decided locally without a cache or the upstream (malformed
+	// input).
+	CacheNone CacheStatus = iota
+	// CacheHit: answered from a cache (in-process or shared).
+	CacheHit
+	// CacheMiss: the upstream was asked.
+	CacheMiss
+	// CacheStale: served from a cache past its TTL because the upstream is
+	// down (stale-if-error).
+	CacheStale
+)
+
+// String returns HIT, MISS, STALE or NONE, the values of the
+// Ory-Talos-Cache header (STALE and NONE are Talos additions).
+func (c CacheStatus) String() string {
+	switch c {
+	case CacheHit:
+		return "HIT"
+	case CacheMiss:
+		return "MISS"
+	case CacheStale:
+		return "STALE"
+	}
+	return "NONE"
+}
+
+// Verdict is an Authorizer's answer.
+type Verdict struct {
+	// Result describes the credential; its KeyID is empty when no key was
+	// found.
+	Result credential.Result
+	// Err is nil when the credential is valid. Otherwise it wraps a
+	// credential sentinel: a verdict (ErrNotFound, ErrMalformed, ErrExpired,
+	// ErrRevoked, ErrForbidden, ErrUnauthenticated, ErrRateLimited) or a
+	// failure to decide (ErrUnavailable, ErrDeadlineExceeded).
+	Err error
+	// Cache says where the verdict came from; it is shown in the
+	// Ory-Talos-Cache header of verify responses.
+	Cache CacheStatus
+}
+
+// Options configure a Server. The zero value of each field takes the default
+// given in its comment.
+type Options struct {
+	// CredentialHeaders are the lowercase request header names a credential
+	// is read from, in order; the first header present wins. "authorization"
+	// takes the "Bearer <credential>" scheme only (case-insensitive scheme).
+	// Default: ["authorization", "x-api-key"].
+	CredentialHeaders []string
+	// ClientIPHeaders are lowercase forwarded headers trusted for the client
+	// address, in order ("x-forwarded-for" takes its leftmost entry); the
+	// first that parses wins. Empty: the gRPC AttributeContext source
+	// address, or the HTTP peer address (in HTTP mode, X-Forwarded-For /
+	// X-Real-IP / X-Original-IP are not trusted unless listed here).
+	ClientIPHeaders []string
+	// HeaderPrefix prefixes the upstream headers of an allow:
+	// {prefix}key-id, {prefix}actor-id, {prefix}scopes (space-separated),
+	// {prefix}tenant, {prefix}credential-type, and {prefix}meta-{field} for
+	// each MetadataHeaders field. Default "x-talos-".
+	HeaderPrefix string
+	// MetadataHeaders are the top-level metadata fields of a key copied into
+	// upstream headers (string, number and bool values; others skipped).
+	MetadataHeaders []string
+	// RemoveCredential asks Envoy to strip the credential header on allow
+	// (headers_to_remove), so the upstream service never sees the key.
+	RemoveCredential bool
+	// Tenant is the tenant of a check whose route names none. Default:
+	// credential.DefaultTenant.
+	Tenant credential.Tenant
+	// Realm is the realm of the WWW-Authenticate challenge. Default "talos".
+	Realm string
+	// UnavailableAsError answers a check that cannot be decided (upstream
+	// down and nothing cached) with gRPC UNAVAILABLE instead of a 503 deny,
+	// so that Envoy's failure_mode_allow decides. Default false: fail closed
+	// with a 503 deny.
+	UnavailableAsError bool
+	// Observe, when set, is called once per decision (transport "grpc",
+	// "http" or "verify") for metrics, with the HTTP status answered (200 on
+	// allow). v is the Authorizer's verdict, or a local one with CacheNone;
+	// on a deny v.Err is the deny's cause (for a missing scope, a
+	// credential.ErrForbidden with reason INSUFFICIENT_SCOPE). It runs on
+	// the request path and must be safe for concurrent use.
+	Observe func(transport string, v Verdict, status int, elapsed time.Duration)
+	// Logger receives undecided checks at error level (their cause, never
+	// the credential). Default: discard.
+	Logger *slog.Logger
+}

@@ -1,0 +1,257 @@
+package extauthz
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/codes"
+
+	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/errcode"
+)
+
+// The AIP-193 reasons this package adds to those of pkg/errcode.
+const (
+	reasonMissing           = "CREDENTIAL_MISSING"
+	reasonInvalidFormat     = "INVALID_API_KEY_FORMAT"
+	reasonInsufficientScope = "INSUFFICIENT_SCOPE"
+	reasonUnavailable       = "SERVICE_UNAVAILABLE"
+)
+
+// The errors of local decisions, as Observe sees them in Verdict.Err.
+var (
+	errMissing = &credential.Error{Kind: credential.ErrUnauthenticated, Reason: reasonMissing,
+		Message: "The request carries no credential."}
+	errInsufficientScope = &credential.Error{Kind: credential.ErrForbidden, Reason: reasonInsufficientScope,
+		Message: "The credential lacks a scope this route requires."}
+)
+
+// denial is a rendered deny, shared by both transports.
+type denial struct {
+	status int
+	code   codes.Code
+	reason string
+	// challenge is the WWW-Authenticate value, "" for none.
+	challenge string
+	// retryAfter is the Retry-After value in seconds, "" for none.
+	retryAfter string
+	body       string
+	// unavailable: the check could not be decided (Options.UnavailableAsError).
+	unavailable bool
+	// check is the gRPC form of a denial built once in New; nil for denials
+	// built per check.
+	check *authv3.CheckResponse
+}
+
+func newDenial(status int, reason, message, challenge string, retryAfter time.Duration) *denial {
+	d := &denial{status: status, code: denyCode(status), reason: reason, challenge: challenge, unavailable: status >= 500}
+	if retryAfter > 0 {
+		secs := int64((retryAfter + time.Second - 1) / time.Second)
+		d.retryAfter = strconv.FormatInt(secs, 10)
+	}
+	d.body = denyBody(status, d.code, reason, message)
+	return d
+}
+
+// decide is the decision shared by every transport. It returns the verdict
+// to observe and the denial, nil on allow. It asks the Authorizer only about
+// a usable credential.
+func (s *Server) decide(ctx context.Context, req *Request) (Verdict, *denial) {
+	if req.Problem != nil {
+		return Verdict{Err: req.Problem}, s.problemDenial(req.Problem)
+	}
+	if req.Credential == "" {
+		return Verdict{Err: errMissing}, s.static.missing
+	}
+	v := s.auth.Authorize(ctx, credential.Presented{
+		Tenant:            req.Tenant,
+		Credential:        req.Credential,
+		ClientIP:          req.ClientIP,
+		ExpectedAudiences: req.Audiences,
+	})
+	if v.Err != nil {
+		return v, s.errorDenial(ctx, v.Err)
+	}
+	if !holdsAll(v.Result.Scopes, req.RequiredScopes) {
+		v.Err = errInsufficientScope
+		return v, newDenial(http.StatusForbidden, reasonInsufficientScope, errInsufficientScope.Message,
+			s.scopeChallenge(req.RequiredScopes), 0)
+	}
+	return v, nil
+}
+
+func (s *Server) problemDenial(err error) *denial {
+	for _, p := range s.static.problems {
+		if err == p.err {
+			return p.d
+		}
+	}
+	return s.static.malformed
+}
+
+// errorDenial maps an Authorizer error through pkg/errcode. A failure to
+// decide (ErrUnavailable, ErrDeadlineExceeded, an error that wraps no
+// sentinel) becomes the one 503 denial, whose message never carries the
+// cause.
+func (s *Server) errorDenial(ctx context.Context, err error) *denial {
+	for _, p := range s.static.sentinels {
+		if err == p.err {
+			if p.d.unavailable {
+				s.logUnavailable(ctx, err)
+			}
+			return p.d
+		}
+	}
+	pub := errcode.Describe(err)
+	if pub.Sentinel == nil || pub.DenyHTTP >= http.StatusInternalServerError {
+		s.logUnavailable(ctx, err)
+		return s.static.unavailable
+	}
+	var retryAfter time.Duration
+	var ce *credential.Error
+	if errors.As(err, &ce) {
+		retryAfter = ce.RetryAfter
+	}
+	challenge := ""
+	if pub.DenyHTTP == http.StatusUnauthorized {
+		challenge = s.static.invalidChallenge
+	}
+	return newDenial(pub.DenyHTTP, pub.Reason, pub.Message, challenge, retryAfter)
+}
+
+func (s *Server) logUnavailable(ctx context.Context, err error) {
+	if s.log.Enabled(ctx, slog.LevelError) {
+		s.log.LogAttrs(ctx, slog.LevelError, "authorization undecided, denied", slog.String("error", err.Error()))
+	}
+}
+
+// holdsAll reports whether held contains every required scope.
+func holdsAll(held, required []string) bool {
+	for _, r := range required {
+		if !slices.Contains(held, r) {
+			return false
+		}
+	}
+	return true
+}
+
+// scopeChallenge is the RFC 6750 insufficient_scope challenge. Bytes a
+// scope-token may not hold are dropped, so a route's odd scope cannot break
+// the header.
+func (s *Server) scopeChallenge(required []string) string {
+	b := make([]byte, 0, len(s.static.scopeChallenge)+32)
+	b = append(b, s.static.scopeChallenge...)
+	for i, sc := range required {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		for j := 0; j < len(sc); j++ {
+			if c := sc[j]; c >= 0x21 && c <= 0x7e && c != '"' && c != '\\' {
+				b = append(b, c)
+			}
+		}
+	}
+	b = append(b, '"')
+	return string(b)
+}
+
+// denyCode is the gRPC status of a deny with HTTP status st.
+func denyCode(st int) codes.Code {
+	switch st {
+	case http.StatusUnauthorized:
+		return codes.Unauthenticated
+	case http.StatusTooManyRequests:
+		return codes.ResourceExhausted
+	case http.StatusServiceUnavailable:
+		return codes.Unavailable
+	case http.StatusBadRequest:
+		return codes.InvalidArgument
+	case http.StatusNotFound:
+		return codes.NotFound
+	case http.StatusConflict:
+		return codes.AlreadyExists
+	}
+	return codes.PermissionDenied
+}
+
+// statusName is the google.rpc.Code name of c, as AIP-193 bodies show it.
+func statusName(c codes.Code) string {
+	switch c {
+	case codes.InvalidArgument:
+		return "INVALID_ARGUMENT"
+	case codes.NotFound:
+		return "NOT_FOUND"
+	case codes.AlreadyExists:
+		return "ALREADY_EXISTS"
+	case codes.PermissionDenied:
+		return "PERMISSION_DENIED"
+	case codes.Unauthenticated:
+		return "UNAUTHENTICATED"
+	case codes.ResourceExhausted:
+		return "RESOURCE_EXHAUSTED"
+	case codes.Unavailable:
+		return "UNAVAILABLE"
+	case codes.FailedPrecondition:
+		return "FAILED_PRECONDITION"
+	case codes.DeadlineExceeded:
+		return "DEADLINE_EXCEEDED"
+	case codes.Unimplemented:
+		return "UNIMPLEMENTED"
+	case codes.Canceled:
+		return "CANCELLED"
+	}
+	return "INTERNAL"
+}
+
+// denyBody is the JSON body of every deny:
+// {"error":{"code":401,"status":"UNAUTHENTICATED","reason":"…","message":"…"}}.
+func denyBody(st int, c codes.Code, reason, message string) string {
+	b := make([]byte, 0, 96+len(reason)+len(message))
+	b = append(b, `{"error":{"code":`...)
+	b = strconv.AppendInt(b, int64(st), 10)
+	b = append(b, `,"status":`...)
+	b = appendJSONString(b, statusName(c))
+	b = append(b, `,"reason":`...)
+	b = appendJSONString(b, reason)
+	b = append(b, `,"message":`...)
+	b = appendJSONString(b, message)
+	b = append(b, "}}"...)
+	return string(b)
+}
+
+// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD,
+// as encoding/json does.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+n]...)
+		}
+		i += n
+	}
+	return append(b, '"')
+}

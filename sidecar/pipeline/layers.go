@@ -1,0 +1,315 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/talos-project/talos/extauthz"
+	"github.com/talos-project/talos/pkg/cache"
+	"github.com/talos-project/talos/pkg/cache/memory"
+	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/token"
+)
+
+// query is one lookup travelling down the chain.
+type query struct {
+	p   credential.Presented
+	key string // cacheKey(p)
+	now time.Time
+	// source is set by the layer that answered.
+	source extauthz.CacheStatus
+}
+
+// layer answers a query from what it holds or asks the next layer. It
+// returns a non-nil Entry, or an error when no verdict can be had (the
+// upstream is down and nothing usable is cached).
+type layer interface {
+	lookup(ctx context.Context, q *query) (*Entry, error)
+}
+
+// keepable reports whether e is worth storing at now.
+func keepable(e *Entry, now time.Time) bool { return e.Keep.After(now) }
+
+// memoryLayer is L1: the in-process cache, which also keeps entries past
+// their TTL for stale-if-error.
+type memoryLayer struct {
+	c     *memory.Cache[*Entry]
+	next  layer
+	stats *counters
+}
+
+func (l *memoryLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
+	old, ok := l.c.Get(q.key)
+	if ok && q.now.Before(old.Fresh) {
+		l.stats.l1Hits.Add(1)
+		q.source = extauthz.CacheHit
+		return old, nil
+	}
+	l.stats.l1Misses.Add(1)
+	e, err := l.next.lookup(ctx, q)
+	if err != nil {
+		if ok && q.now.Before(old.Keep) && isOutage(err) {
+			l.stats.staleServed.Add(1)
+			q.source = extauthz.CacheStale
+			return old, nil
+		}
+		return nil, err
+	}
+	if keepable(e, q.now) {
+		l.c.Set(q.key, e, e.cost(), e.Keep.Sub(q.now))
+	}
+	return e, nil
+}
+
+// isOutage reports whether err means the upstream could not answer (as
+// opposed to a verdict or a bad request).
+func isOutage(err error) bool {
+	k := credential.KindOf(err)
+	return k == credential.ErrUnavailable || k == credential.ErrDeadlineExceeded || k == nil
+}
+
+// sharedLayer is L2: the shared cache. Its failures are misses: a dead Redis
+// costs latency, never an answer.
+type sharedLayer struct {
+	store cache.Store
+	next  layer
+	stats *counters
+	log   *slog.Logger
+}
+
+func (l *sharedLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
+	var old *Entry
+	b, ok, err := l.store.Get(ctx, q.key)
+	switch {
+	case err != nil:
+		l.stats.l2Errors.Add(1)
+		l.log.Debug("shared cache unavailable", slog.Any("error", err))
+	case ok:
+		if e, ok := decodeEntry(b); ok {
+			if q.now.Before(e.Fresh) {
+				l.stats.l2Hits.Add(1)
+				q.source = extauthz.CacheHit
+				return e, nil
+			}
+			old = e
+		}
+		l.stats.l2Misses.Add(1)
+	default:
+		l.stats.l2Misses.Add(1)
+	}
+	e, err := l.next.lookup(ctx, q)
+	if err != nil {
+		if old != nil && q.now.Before(old.Keep) && isOutage(err) {
+			l.stats.staleServed.Add(1)
+			q.source = extauthz.CacheStale
+			return old, nil
+		}
+		return nil, err
+	}
+	if keepable(e, q.now) {
+		if b, err := encodeEntry(e); err == nil {
+			if err := l.store.Set(ctx, q.key, b, e.Keep.Sub(q.now)); err != nil {
+				l.stats.l2Errors.Add(1)
+			}
+		}
+	}
+	return e, nil
+}
+
+// flightLayer lets one upstream call per cache key be in flight; concurrent
+// lookups of the same credential share its answer. The shared call runs
+// detached from any one caller's cancellation (the upstream client bounds
+// it), so a caller that gives up does not fail the others.
+type flightLayer struct {
+	g    singleflight.Group
+	next layer
+}
+
+type flightResult struct {
+	e      *Entry
+	source extauthz.CacheStatus
+}
+
+func (l *flightLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
+	ch := l.g.DoChan(q.key, func() (any, error) {
+		inner := *q
+		e, err := l.next.lookup(context.WithoutCancel(ctx), &inner)
+		return flightResult{e, inner.source}, err
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		fr := r.Val.(flightResult)
+		q.source = fr.source
+		return fr.e, nil
+	case <-ctx.Done():
+		return nil, &credential.Error{Kind: credential.ErrDeadlineExceeded, Reason: "GATEWAY_TIMEOUT", Message: "The verification did not finish in time."}
+	}
+}
+
+// upstreamLayer asks the control plane.
+type upstreamLayer struct {
+	up    Upstream
+	life  lifetimes
+	stats *counters
+}
+
+func (l *upstreamLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
+	l.stats.upstreamCalls.Add(1)
+	res, err := l.up.Verify(ctx, q.p)
+	q.source = extauthz.CacheMiss
+	if err != nil && !isVerdict(err) {
+		l.stats.upstreamErrors.Add(1)
+		return nil, err
+	}
+	if e, ok := l.life.entryFor(res, err, q.now); ok {
+		return e, nil
+	}
+	// Not cacheable (rate limited, TTL 0): answer it once.
+	return &Entry{Result: res, Err: err, Fresh: q.now, Keep: q.now}, nil
+}
+
+func isVerdict(err error) bool {
+	switch credential.KindOf(err) {
+	case credential.ErrNotFound, credential.ErrExpired, credential.ErrRevoked, credential.ErrForbidden,
+		credential.ErrRateLimited, credential.ErrMalformed, credential.ErrUnauthenticated:
+		return true
+	}
+	return false
+}
+
+// jwtLayer verifies derived JWTs locally against the control plane's JWKS;
+// every other credential goes on down the chain. Its verdicts are kept in L1
+// (above it) until the token expires.
+type jwtLayer struct {
+	keys  *jwks
+	life  lifetimes
+	skew  time.Duration
+	next  layer
+	stats *counters
+}
+
+func (l *jwtLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
+	if !token.LooksJWT(q.p.Credential) {
+		return l.next.lookup(ctx, q)
+	}
+	l.stats.jwtLocal.Add(1)
+	q.source = extauthz.CacheMiss
+	ks, err := l.keys.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	o := token.VerifyOptions{
+		Now: q.now, ClockSkew: l.skew, Tenant: q.p.Tenant, ExpectedAudiences: q.p.ExpectedAudiences, SkipIPCheck: true,
+	}
+	c, err := token.VerifyJWT(q.p.Credential, ks, o)
+	if errors.Is(err, token.ErrUnknownKID) {
+		// Perhaps the control plane rotated: refetch once and retry.
+		if ks2, rerr := l.keys.refetch(ctx, ks); rerr == nil && ks2 != ks {
+			c, err = token.VerifyJWT(q.p.Credential, ks2, o)
+		}
+	}
+	if err != nil && !isVerdict(err) {
+		return nil, err
+	}
+	res := c.Result(credential.TypeJWT)
+	if err == nil {
+		// Valid until the token expires; the verdict depends on nothing
+		// that can change before then except the signing keys.
+		e := &Entry{Result: res, Fresh: c.Expiry, Keep: c.Expiry}
+		return e, nil
+	}
+	if e, ok := l.life.entryFor(res, err, q.now); ok {
+		return e, nil
+	}
+	return &Entry{Result: res, Err: err, Fresh: q.now, Keep: q.now}, nil
+}
+
+// jwks holds the control plane's public signing keys. Readers never block:
+// the set is swapped atomically; fetches are serialised by mu.
+type jwks struct {
+	up      Upstream
+	now     func() time.Time
+	log     *slog.Logger
+	refresh time.Duration
+
+	set     atomic.Pointer[token.KeySet]
+	mu      sync.Mutex
+	fetched time.Time // guarded by mu
+}
+
+// minRefetch bounds refetches triggered by unknown key IDs, so a stream of
+// forged tokens cannot turn into a stream of upstream calls.
+const minRefetch = time.Second
+
+func (j *jwks) get(ctx context.Context) (*token.KeySet, error) {
+	if ks := j.set.Load(); ks != nil {
+		return ks, nil
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if ks := j.set.Load(); ks != nil {
+		return ks, nil
+	}
+	return j.fetchLocked(ctx)
+}
+
+// refetch fetches again unless another fetch replaced seen already or one
+// happened within minRefetch.
+func (j *jwks) refetch(ctx context.Context, seen *token.KeySet) (*token.KeySet, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if ks := j.set.Load(); ks != seen || j.now().Sub(j.fetched) < minRefetch {
+		return ks, nil
+	}
+	return j.fetchLocked(ctx)
+}
+
+// fetchLocked fetches the keys; on failure it keeps the set it has.
+func (j *jwks) fetchLocked(ctx context.Context) (*token.KeySet, error) {
+	old := j.set.Load()
+	b, err := j.up.JWKS(ctx)
+	if err != nil {
+		if old != nil {
+			return old, nil
+		}
+		return nil, err
+	}
+	ks, err := token.ParsePublicJWKS(b)
+	if err != nil {
+		j.log.Error("the control plane sent an unusable JWKS", slog.Any("error", err))
+		if old != nil {
+			return old, nil
+		}
+		return nil, &credential.Error{Kind: credential.ErrUnavailable, Reason: "BAD_UPSTREAM_RESPONSE", Message: "The signing keys are not available."}
+	}
+	j.set.Store(ks)
+	j.fetched = j.now()
+	return ks, nil
+}
+
+func (j *jwks) run(ctx context.Context) error {
+	t := time.NewTicker(j.refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			j.mu.Lock()
+			_, err := j.fetchLocked(ctx)
+			j.mu.Unlock()
+			if err != nil {
+				j.log.Warn("refreshing the signing keys failed", slog.Any("error", err))
+			}
+		}
+	}
+}

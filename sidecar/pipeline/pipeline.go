@@ -1,0 +1,279 @@
+// Package pipeline is the sidecar's verification path: a chain of small
+// layers behind one interface, each answering from what it holds or asking
+// the next one:
+//
+//	local reject -> L1 (in-process, ristretto) -> derived JWT (local, JWKS)
+//	  -> L2 (shared, Redis) -> singleflight -> upstream (control plane)
+//
+// Whatever answers, the per-request checks run last on the verdict: the key's
+// expiry at this instant and its client-IP restriction against this client,
+// so one cached verdict serves every client address. Cached allows past their
+// TTL are served while the upstream is down, up to the stale-if-error bound;
+// credentials nobody has seen are denied (fail closed).
+//
+// Cache keys are hashes of (tenant, credential, expected audiences): the raw
+// credential is never stored and never logged, and the sidecar never holds
+// the HMAC secret.
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/talos-project/talos/extauthz"
+	"github.com/talos-project/talos/pkg/apikey"
+	"github.com/talos-project/talos/pkg/cache"
+	"github.com/talos-project/talos/pkg/cache/memory"
+	"github.com/talos-project/talos/pkg/credential"
+)
+
+// Upstream is the control plane, asked on a miss.
+type Upstream interface {
+	// Verify answers a verdict on p, ignoring p.ClientIP: the pipeline
+	// enforces the returned AllowedCIDRs itself. Verdicts are
+	// *credential.Error values; other errors mean the upstream could not
+	// answer.
+	Verify(ctx context.Context, p credential.Presented) (credential.Result, error)
+	// JWKS returns the control plane's public signing keys (RFC 7517 JSON).
+	JWKS(ctx context.Context) ([]byte, error)
+}
+
+// Options configure a Pipeline.
+type Options struct {
+	// TTL of a cached allow (capped at the key's expiry) and of a cached
+	// final denial (revoked, expired). Default 60s.
+	TTL time.Duration
+	// NegativeTTL of a cached NOT_FOUND or other denial; 0 disables negative
+	// caching.
+	NegativeTTL time.Duration
+	// StaleIfError is how long past its TTL a cached verdict is served while
+	// the upstream is down; 0 disables.
+	StaleIfError time.Duration
+	// MemoryBytes is the byte budget of the in-process cache. Default 64 MiB.
+	MemoryBytes int64
+	// Shared is the optional shared cache (Redis); nil for none.
+	Shared cache.Store
+	// JWTClockSkew is the leeway on a derived JWT's exp/nbf/iat. Default 5m,
+	// the control plane's default.
+	JWTClockSkew time.Duration
+	// JWKSRefresh is how often the signing keys are refetched. Default 5m.
+	JWKSRefresh time.Duration
+	// Now is the clock; default time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Pipeline implements extauthz.Authorizer.
+type Pipeline struct {
+	head   layer
+	l1     *memory.Cache[*Entry]
+	jwks   *jwks
+	now    func() time.Time
+	log    *slog.Logger
+	stats  counters
+	closed atomic.Bool
+}
+
+var _ extauthz.Authorizer = (*Pipeline)(nil)
+
+// New builds the chain over up.
+func New(up Upstream, o Options) (*Pipeline, error) {
+	if up == nil {
+		return nil, errors.New("pipeline: an upstream is required")
+	}
+	if o.TTL <= 0 {
+		o.TTL = time.Minute
+	}
+	if o.MemoryBytes <= 0 {
+		o.MemoryBytes = 64 << 20
+	}
+	if o.JWTClockSkew <= 0 {
+		o.JWTClockSkew = 5 * time.Minute
+	}
+	if o.JWKSRefresh <= 0 {
+		o.JWKSRefresh = 5 * time.Minute
+	}
+	if o.NegativeTTL < 0 || o.StaleIfError < 0 {
+		return nil, errors.New("pipeline: negative TTLs")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	l1, err := memory.New[*Entry](memory.Options{MaxBytes: o.MemoryBytes})
+	if err != nil {
+		return nil, err
+	}
+	p := &Pipeline{l1: l1, now: o.Now, log: o.Logger}
+	life := lifetimes{ttl: o.TTL, negative: o.NegativeTTL, stale: o.StaleIfError}
+	p.jwks = &jwks{up: up, now: o.Now, log: o.Logger, refresh: o.JWKSRefresh}
+
+	var next layer = &upstreamLayer{up: up, life: life, stats: &p.stats}
+	next = &flightLayer{next: next}
+	if o.Shared != nil {
+		next = &sharedLayer{store: o.Shared, next: next, stats: &p.stats, log: o.Logger}
+	}
+	next = &jwtLayer{keys: p.jwks, life: life, skew: o.JWTClockSkew, next: next, stats: &p.stats}
+	p.head = &memoryLayer{c: l1, next: next, stats: &p.stats}
+	return p, nil
+}
+
+// Run keeps the signing keys fresh until ctx ends.
+func (p *Pipeline) Run(ctx context.Context) error { return p.jwks.run(ctx) }
+
+// Close releases the in-process cache.
+func (p *Pipeline) Close() {
+	if p.closed.CompareAndSwap(false, true) {
+		p.l1.Close()
+	}
+}
+
+// Authorize decides on one presented credential.
+func (p *Pipeline) Authorize(ctx context.Context, pr credential.Presented) extauthz.Verdict {
+	if err := localReject(pr.Credential); err != nil {
+		p.stats.localRejects.Add(1)
+		return extauthz.Verdict{Err: err}
+	}
+	if pr.Tenant == "" {
+		pr.Tenant = credential.DefaultTenant
+	}
+	pr.DeferIPCheck = true
+	q := query{p: pr, key: cacheKey(pr), now: p.now()}
+	e, err := p.head.lookup(ctx, &q)
+	if err != nil {
+		return extauthz.Verdict{Err: err, Cache: q.source}
+	}
+	return extauthz.Verdict{Result: e.Result, Err: check(e, pr.ClientIP, q.now), Cache: q.source}
+}
+
+// Forget drops every cached verdict of the process (not of the shared
+// cache).
+func (p *Pipeline) Forget() { p.l1.Clear() }
+
+// Wait makes preceding in-process cache writes visible; for tests.
+func (p *Pipeline) Wait() { p.l1.Wait() }
+
+var (
+	errTooLong = &credential.Error{Kind: credential.ErrMalformed, Reason: "INVALID_API_KEY_FORMAT", Message: "The API key format is invalid."}
+	errBadSum  = &credential.Error{Kind: credential.ErrNotFound, Reason: "NOT_FOUND", Message: "The API key was not found."}
+	errIP      = &credential.Error{Kind: credential.ErrForbidden, Reason: "IP_NOT_ALLOWED", Message: "The client IP address is not allowed to use this key."}
+	errExpired = &credential.Error{Kind: credential.ErrExpired, Reason: "API_KEY_EXPIRED", Message: "The API key has expired."}
+)
+
+// maxCredentialBytes matches the control plane's limit.
+const maxCredentialBytes = 8192
+
+// localReject rejects what no upstream could accept, without asking it: an
+// oversized credential, and an issued-key shape whose checksum fails.
+func localReject(c string) error {
+	if c == "" || len(c) > maxCredentialBytes {
+		return errTooLong
+	}
+	if apikey.LooksIssued(c) {
+		if _, err := apikey.Parse(c); err != nil {
+			return errBadSum
+		}
+	}
+	return nil
+}
+
+// check applies the per-request checks to a verdict: the key's expiry now and
+// the client address against its CIDRs.
+func check(e *Entry, ip netip.Addr, now time.Time) error {
+	if e.Err != nil {
+		return e.Err
+	}
+	r := &e.Result
+	if !r.ExpireTime.IsZero() && !now.Before(r.ExpireTime) {
+		return errExpired
+	}
+	if len(r.AllowedCIDRs) > 0 {
+		ip = ip.Unmap()
+		if !ip.IsValid() {
+			return errIP
+		}
+		for _, pre := range r.AllowedCIDRs {
+			if pre.Contains(ip) {
+				return nil
+			}
+		}
+		return errIP
+	}
+	return nil
+}
+
+// cacheKey hashes (tenant, credential) as apikey.CacheKey does, folding in
+// the expected audiences, which change a derived token's verdict.
+func cacheKey(p credential.Presented) string {
+	k := apikey.CacheKey(p.Tenant, p.Credential)
+	if len(p.ExpectedAudiences) > 0 {
+		h := sha256.New()
+		h.Write(k[:])
+		for _, a := range p.ExpectedAudiences {
+			h.Write([]byte{0})
+			h.Write([]byte(a))
+		}
+		h.Sum(k[:0])
+	}
+	return string(k[:])
+}
+
+// Stats are the pipeline's counters since start.
+type Stats struct {
+	L1Hits, L1Misses, L2Hits, L2Misses, L2Errors uint64
+	JWTLocal, UpstreamCalls, UpstreamErrors      uint64
+	StaleServed, LocalRejects                    uint64
+}
+
+type counters struct {
+	l1Hits, l1Misses, l2Hits, l2Misses, l2Errors atomic.Uint64
+	jwtLocal, upstreamCalls, upstreamErrors      atomic.Uint64
+	staleServed, localRejects                    atomic.Uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (p *Pipeline) Stats() Stats {
+	c := &p.stats
+	return Stats{
+		L1Hits: c.l1Hits.Load(), L1Misses: c.l1Misses.Load(), L2Hits: c.l2Hits.Load(), L2Misses: c.l2Misses.Load(),
+		L2Errors: c.l2Errors.Load(), JWTLocal: c.jwtLocal.Load(), UpstreamCalls: c.upstreamCalls.Load(),
+		UpstreamErrors: c.upstreamErrors.Load(), StaleServed: c.staleServed.Load(), LocalRejects: c.localRejects.Load(),
+	}
+}
+
+// Register exposes the counters as Prometheus metrics.
+func (p *Pipeline) Register(reg prometheus.Registerer) error {
+	c := &p.stats
+	lookup := func(layer, result string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "talos_proxy_cache_lookups_total", Help: "Sidecar cache lookups by layer and result.",
+			ConstLabels: prometheus.Labels{"layer": layer, "result": result},
+		}, func() float64 { return float64(v.Load()) })
+	}
+	counter := func(name, help string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+	}
+	for _, col := range []prometheus.Collector{
+		lookup("memory", "hit", &c.l1Hits), lookup("memory", "miss", &c.l1Misses),
+		lookup("redis", "hit", &c.l2Hits), lookup("redis", "miss", &c.l2Misses), lookup("redis", "error", &c.l2Errors),
+		counter("talos_proxy_jwt_local_verifications_total", "Derived JWTs verified locally against the JWKS.", &c.jwtLocal),
+		counter("talos_proxy_upstream_calls_total", "Verify calls to the control plane.", &c.upstreamCalls),
+		counter("talos_proxy_upstream_errors_total", "Verify calls to the control plane that got no verdict.", &c.upstreamErrors),
+		counter("talos_proxy_stale_served_total", "Verdicts served past their TTL because the upstream was down.", &c.staleServed),
+		counter("talos_proxy_local_rejects_total", "Credentials rejected without a lookup (malformed).", &c.localRejects),
+	} {
+		if err := reg.Register(col); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,205 @@
+// Package sidecar assembles `talos proxy`: the Envoy ext_authz gRPC listener
+// (9191), the HTTP authorization and verify-proxy listener (4430) and the
+// metrics/health listener (4432), run together in one errgroup that shuts
+// down gracefully when its context ends. The verification path itself is
+// sidecar/pipeline; the wire adapters are in extauthz.
+//
+// It never imports the control plane; the two meet on the wire through
+// pkg/api (sidecar/upstream).
+package sidecar
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/talos-project/talos/extauthz"
+)
+
+// Config is the listener configuration of a sidecar.
+type Config struct {
+	ExtAuthzAddr string // Envoy ext_authz gRPC, default port 9191
+	HTTPAddr     string // HTTP authorization + verify proxy, default port 4430
+	MetricsAddr  string // metrics + health, default port 4432
+	// ShutdownTimeout bounds graceful shutdown; default 10s.
+	ShutdownTimeout time.Duration
+}
+
+// Runner is a background task of the sidecar (the pipeline's key refresh,
+// later the invalidation stream).
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// Upstream reports the state of the connection to the control plane.
+type Upstream interface {
+	Ready() bool
+}
+
+// Deps are the collaborators of a Server.
+type Deps struct {
+	ExtAuthz *extauthz.Server
+	Upstream Upstream
+	Runners  []Runner
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+}
+
+// Server is one sidecar process. Create it with New, then Run it.
+type Server struct {
+	cfg      Config
+	deps     Deps
+	log      *slog.Logger
+	grpcLn   net.Listener
+	httpLn   net.Listener
+	metricLn net.Listener
+	grpcSrv  *grpc.Server
+	httpSrv  *http.Server
+	metrics  *http.Server
+	health   *health.Server
+}
+
+// New binds the listeners (so the Addr methods work before Run) and builds
+// the servers.
+func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
+	if deps.ExtAuthz == nil {
+		return nil, errors.New("sidecar: an ext_authz server is required")
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, deps: deps, log: log}
+
+	s.grpcSrv = grpc.NewServer(
+		// Envoy keeps long-lived HTTP/2 connections to its ext_authz
+		// cluster; let them live and keep them healthy.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(4<<20),
+	)
+	deps.ExtAuthz.Register(s.grpcSrv)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
+
+	authz := deps.ExtAuthz.HTTPHandler()
+	hmux := http.NewServeMux()
+	s.healthRoutes(hmux)
+	hmux.Handle("/", authz)
+	s.httpSrv = &http.Server{Handler: hmux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 256 << 10}
+
+	mmux := http.NewServeMux()
+	s.healthRoutes(mmux)
+	if deps.Registry != nil {
+		mmux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry}))
+	}
+	s.metrics = &http.Server{Handler: mmux, ReadHeaderTimeout: 5 * time.Second}
+
+	var lc net.ListenConfig
+	var err error
+	if s.grpcLn, err = lc.Listen(ctx, "tcp", cfg.ExtAuthzAddr); err != nil {
+		return nil, fmt.Errorf("listen ext_authz %s: %w", cfg.ExtAuthzAddr, err)
+	}
+	if s.httpLn, err = lc.Listen(ctx, "tcp", cfg.HTTPAddr); err != nil {
+		s.grpcLn.Close()
+		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
+	}
+	if s.metricLn, err = lc.Listen(ctx, "tcp", cfg.MetricsAddr); err != nil {
+		s.grpcLn.Close()
+		s.httpLn.Close()
+		return nil, fmt.Errorf("listen metrics %s: %w", cfg.MetricsAddr, err)
+	}
+	return s, nil
+}
+
+// ExtAuthzAddr, HTTPAddr and MetricsAddr return the bound addresses.
+func (s *Server) ExtAuthzAddr() net.Addr { return s.grpcLn.Addr() }
+func (s *Server) HTTPAddr() net.Addr     { return s.httpLn.Addr() }
+func (s *Server) MetricsAddr() net.Addr  { return s.metricLn.Addr() }
+
+// healthRoutes serves /health/alive (the process answers) and /health/ready.
+// Readiness does not depend on the control plane: a sidecar whose upstream is
+// down still answers from its caches (stale-if-error) and denies the rest, and
+// taking it out of rotation would take its pod's traffic with it. The
+// upstream's state is reported in the body for operators.
+func (s *Server) healthRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /health/alive", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /health/ready", func(w http.ResponseWriter, _ *http.Request) {
+		up := "unknown"
+		if s.deps.Upstream != nil {
+			up = "down"
+			if s.deps.Upstream.Ready() {
+				up = "ready"
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "upstream": up})
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Run serves until ctx ends, then shuts every listener down gracefully within
+// the shutdown timeout.
+func (s *Server) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range s.deps.Runners {
+		g.Go(func() error { return r.Run(gctx) })
+	}
+	serveHTTP := func(srv *http.Server, ln net.Listener, name string) {
+		g.Go(func() error {
+			s.log.Info(name+" server started", slog.String("addr", ln.Addr().String()))
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s server: %w", name, err)
+			}
+			return nil
+		})
+	}
+	serveHTTP(s.httpSrv, s.httpLn, "Proxy HTTP")
+	serveHTTP(s.metrics, s.metricLn, "Proxy metrics")
+	g.Go(func() error {
+		s.log.Info("ext_authz server started", slog.String("addr", s.grpcLn.Addr().String()))
+		if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("ext_authz server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		s.log.Info("proxy shutting down")
+		s.health.Shutdown()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+		defer cancel()
+		stopped := make(chan struct{})
+		go func() { s.grpcSrv.GracefulStop(); close(stopped) }()
+		err := errors.Join(s.httpSrv.Shutdown(sctx), s.metrics.Shutdown(sctx))
+		select {
+		case <-stopped:
+		case <-sctx.Done():
+			s.grpcSrv.Stop()
+		}
+		return err
+	})
+	return g.Wait()
+}
