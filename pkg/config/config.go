@@ -29,6 +29,7 @@ type Config struct {
 	Tracing      Tracing      `koanf:"tracing"`
 	Quota        Quota        `koanf:"quota"`
 	Multitenancy Multitenancy `koanf:"multitenancy"`
+	Invalidation Invalidation `koanf:"invalidation"`
 	// Proxy configures talos proxy, the sidecar; talos serve ignores it.
 	Proxy Proxy `koanf:"proxy"`
 
@@ -515,6 +516,12 @@ func Defaults() Config {
 			Exporter:       "otlp",
 			SampleRate:     0.001,
 		},
+		Invalidation: Invalidation{
+			Enabled:           true,
+			PollInterval:      Duration(50 * time.Millisecond),
+			Retention:         Duration(10 * time.Minute),
+			HeartbeatInterval: Duration(time.Second),
+		},
 		Proxy: Proxy{
 			Upstream:        "127.0.0.1:4421",
 			UpstreamTimeout: Duration(2 * time.Second),
@@ -535,6 +542,7 @@ func Defaults() Config {
 				},
 			},
 			StaleIfError:      Duration(5 * time.Minute),
+			Invalidation:      ProxyInvalidation{Enabled: true, MaxStaleness: Duration(30 * time.Second)},
 			CredentialHeaders: []string{"authorization", "x-api-key"},
 			Headers:           ProxyHeaders{Prefix: "x-talos-"},
 			FailureMode:       ProxyFailureModeDeny,
@@ -553,4 +561,20 @@ func defaultRedis(timeout Duration) Redis {
 		ConnMaxIdleTime: Duration(5 * time.Minute),
 		ConnMaxLifetime: Duration(30 * time.Minute),
 	}
+}
+
+// Invalidation is the control plane's push of key changes to sidecars: an
+// outbox tailer feeding a delta xDS server on the gRPC port.
+type Invalidation struct {
+	// Enabled serves the xDS stream. Default true.
+	Enabled bool `koanf:"enabled"`
+	// PollInterval is how often the outbox is read for changes committed by
+	// other replicas (this replica's own are read at once). Default 50ms.
+	PollInterval Duration `koanf:"poll_interval"`
+	// Retention is how long an invalidation stays served; it must exceed
+	// every sidecar's proxy.cache.ttl plus proxy.stale_if_error. Default 10m.
+	Retention Duration `koanf:"retention"`
+	// HeartbeatInterval is how often the stream carries a heartbeat, by
+	// which sidecars detect a dead stream. Default 1s.
+	HeartbeatInterval Duration `koanf:"heartbeat_interval"`
 }

@@ -39,6 +39,9 @@ type Proxy struct {
 	// StaleIfError is how long past its TTL a cached allow may still be served
 	// while the upstream is down; 0 disables serving stale verdicts.
 	StaleIfError Duration `koanf:"stale_if_error"`
+	// Invalidation is the subscription to the control plane's pushed key
+	// changes.
+	Invalidation ProxyInvalidation `koanf:"invalidation"`
 	// CredentialHeaders are the lowercase header names read for a credential,
 	// in order; never empty.
 	CredentialHeaders []string `koanf:"credential_headers"`
@@ -48,6 +51,19 @@ type Proxy struct {
 	Headers         ProxyHeaders `koanf:"headers"`
 	// FailureMode says how a check that cannot be decided is answered.
 	FailureMode ProxyFailureMode `koanf:"failure_mode"`
+}
+
+// ProxyInvalidation is proxy.invalidation.
+type ProxyInvalidation struct {
+	// Enabled subscribes to the control plane's invalidation stream (xDS).
+	// Default true. Without it a revoked key passes until its cache entry
+	// expires.
+	Enabled bool `koanf:"enabled"`
+	// MaxStaleness is how long the stream may be silent (heartbeats
+	// included) before the proxy stops answering from its caches and asks
+	// the control plane for every check, until the stream is back. It also
+	// bounds stale-if-error. Default 30s.
+	MaxStaleness Duration `koanf:"max_staleness"`
 }
 
 // ProxyListener is one listener of the proxy (proxy.extauthz, proxy.http,
@@ -185,6 +201,7 @@ func checkProxy(p Proxy, fail func(path, format string, args ...any)) {
 		{"proxy.cache.ttl", p.Cache.TTL, true},
 		{"proxy.cache.negative_ttl", p.Cache.NegativeTTL, false},
 		{"proxy.stale_if_error", p.StaleIfError, false},
+		{"proxy.invalidation.max_staleness", p.Invalidation.MaxStaleness, p.Invalidation.Enabled},
 		{"proxy.cache.redis.timeout", p.Cache.Redis.Timeout, p.Cache.Redis.Enabled},
 		{"proxy.cache.redis.conn_max_idle_time", p.Cache.Redis.ConnMaxIdleTime, false},
 		{"proxy.cache.redis.conn_max_lifetime", p.Cache.Redis.ConnMaxLifetime, false},

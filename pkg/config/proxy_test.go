@@ -56,6 +56,7 @@ func proxyYAML() config.Config {
 			},
 		},
 		StaleIfError:      config.Duration(10 * time.Minute),
+		Invalidation:      config.ProxyInvalidation{Enabled: true, MaxStaleness: config.Duration(15 * time.Second)},
 		CredentialHeaders: []string{"x-api-key", "authorization", "x-goog-api-key"},
 		ClientIPHeaders:   []string{"x-forwarded-for", "x-real-ip"},
 		Headers: config.ProxyHeaders{
@@ -102,6 +103,7 @@ func TestLoadProxy_Defaults(t *testing.T) {
 			},
 		},
 		StaleIfError:      config.Duration(5 * time.Minute),
+		Invalidation:      config.ProxyInvalidation{Enabled: true, MaxStaleness: config.Duration(30 * time.Second)},
 		CredentialHeaders: []string{"authorization", "x-api-key"},
 		Headers:           config.ProxyHeaders{Prefix: "x-talos-"},
 		FailureMode:       config.ProxyFailureModeDeny,

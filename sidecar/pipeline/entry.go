@@ -19,6 +19,9 @@ type Entry struct {
 	// Keep is when the entry stops being served at all: past Fresh it is
 	// served only while the upstream is down (stale-if-error).
 	Keep time.Time
+	// Tag is the invalidation watermark when the verdict was fetched (see
+	// invalidations).
+	Tag int64
 }
 
 // cost approximates the bytes an entry holds, for the memory budget.
@@ -101,6 +104,7 @@ type wireEntry struct {
 	Message string `json:"xm,omitempty"`
 	Fresh   int64  `json:"f"` // unix ms
 	Keep    int64  `json:"kp"`
+	Tag     int64  `json:"g,omitempty"`
 }
 
 // verdictKinds are the sentinels a cached verdict may carry, by wire name.
@@ -131,7 +135,7 @@ func encodeEntry(e *Entry) ([]byte, error) {
 		Type: r.Type, Tenant: r.Tenant, KeyID: r.KeyID, ActorID: r.ActorID, Scopes: r.Scopes,
 		Metadata: r.Metadata, Status: r.Status, Visibility: r.Visibility, CIDRs: r.AllowedCIDRs,
 		Audiences: r.Audiences, Issuer: r.Issuer, Conditions: r.Conditions,
-		Fresh: e.Fresh.UnixMilli(), Keep: e.Keep.UnixMilli(),
+		Fresh: e.Fresh.UnixMilli(), Keep: e.Keep.UnixMilli(), Tag: e.Tag,
 	}
 	if !r.ExpireTime.IsZero() {
 		w.Expire = r.ExpireTime.UnixMilli()
@@ -165,6 +169,7 @@ func decodeEntry(b []byte) (*Entry, bool) {
 		},
 		Fresh: time.UnixMilli(w.Fresh),
 		Keep:  time.UnixMilli(w.Keep),
+		Tag:   w.Tag,
 	}
 	if w.Expire != 0 {
 		e.Result.ExpireTime = time.UnixMilli(w.Expire)

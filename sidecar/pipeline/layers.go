@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"sync"
@@ -24,6 +25,9 @@ type query struct {
 	now time.Time
 	// source is set by the layer that answered.
 	source extauthz.CacheStatus
+	// noCache skips cache reads (the invalidation stream is not current);
+	// answers are still written.
+	noCache bool
 }
 
 // layer answers a query from what it holds or asks the next layer. It
@@ -42,10 +46,18 @@ type memoryLayer struct {
 	c     *memory.Cache[*Entry]
 	next  layer
 	stats *counters
+	inv   *invalidations
 }
 
 func (l *memoryLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
-	old, ok := l.c.Get(q.key)
+	var (
+		old *Entry
+		ok  bool
+	)
+	if !q.noCache {
+		old, ok = l.c.Get(q.key)
+		ok = ok && !l.inv.stale(old)
+	}
 	if ok && q.now.Before(old.Fresh) {
 		l.stats.l1Hits.Add(1)
 		q.source = extauthz.CacheHit
@@ -81,17 +93,26 @@ type sharedLayer struct {
 	next  layer
 	stats *counters
 	log   *slog.Logger
+	inv   *invalidations
 }
 
 func (l *sharedLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
-	var old *Entry
-	b, ok, err := l.store.Get(ctx, q.key)
+	var (
+		old *Entry
+		b   []byte
+		ok  bool
+		err error
+	)
+	if !q.noCache {
+		b, ok, err = l.store.Get(ctx, q.key)
+	}
 	switch {
+	case q.noCache:
 	case err != nil:
 		l.stats.l2Errors.Add(1)
 		l.log.Debug("shared cache unavailable", slog.Any("error", err))
 	case ok:
-		if e, ok := decodeEntry(b); ok {
+		if e, ok := decodeEntry(b); ok && !l.inv.stale(e) {
 			if q.now.Before(e.Fresh) {
 				l.stats.l2Hits.Add(1)
 				q.source = extauthz.CacheHit
@@ -126,9 +147,13 @@ func (l *sharedLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 // lookups of the same credential share its answer. The shared call runs
 // detached from any one caller's cancellation (the upstream client bounds
 // it), so a caller that gives up does not fail the others.
+//
+// The flight key carries the invalidation watermark: a lookup that starts
+// after a change was heard never joins a call that started before it.
 type flightLayer struct {
 	g    singleflight.Group
 	next layer
+	inv  *invalidations
 }
 
 type flightResult struct {
@@ -137,7 +162,9 @@ type flightResult struct {
 }
 
 func (l *flightLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
-	ch := l.g.DoChan(q.key, func() (any, error) {
+	var w [8]byte
+	binary.BigEndian.PutUint64(w[:], uint64(l.inv.watermark.Load()))
+	ch := l.g.DoChan(q.key+string(w[:]), func() (any, error) {
 		inner := *q
 		e, err := l.next.lookup(context.WithoutCancel(ctx), &inner)
 		return flightResult{e, inner.source}, err
@@ -160,10 +187,14 @@ type upstreamLayer struct {
 	up    Upstream
 	life  lifetimes
 	stats *counters
+	inv   *invalidations
 }
 
 func (l *upstreamLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	l.stats.upstreamCalls.Add(1)
+	// The tag is taken before the call: the answer reflects at least every
+	// change up to it.
+	tag := l.inv.watermark.Load()
 	res, err := l.up.Verify(ctx, q.p)
 	q.source = extauthz.CacheMiss
 	if err != nil && !isVerdict(err) {
@@ -171,6 +202,7 @@ func (l *upstreamLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 		return nil, err
 	}
 	if e, ok := l.life.entryFor(res, err, q.now); ok {
+		e.Tag = tag
 		return e, nil
 	}
 	// Not cacheable (rate limited, TTL 0): answer it once.
@@ -195,6 +227,7 @@ type jwtLayer struct {
 	skew  time.Duration
 	next  layer
 	stats *counters
+	inv   *invalidations
 }
 
 func (l *jwtLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
@@ -224,10 +257,11 @@ func (l *jwtLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	if err == nil {
 		// Valid until the token expires; the verdict depends on nothing
 		// that can change before then except the signing keys.
-		e := &Entry{Result: res, Fresh: c.Expiry, Keep: c.Expiry}
+		e := &Entry{Result: res, Fresh: c.Expiry, Keep: c.Expiry, Tag: l.inv.watermark.Load()}
 		return e, nil
 	}
 	if e, ok := l.life.entryFor(res, err, q.now); ok {
+		e.Tag = l.inv.watermark.Load()
 		return e, nil
 	}
 	return &Entry{Result: res, Err: err, Fresh: q.now, Keep: q.now}, nil

@@ -78,6 +78,7 @@ type Pipeline struct {
 	now    func() time.Time
 	log    *slog.Logger
 	stats  counters
+	inv    invalidations
 	closed atomic.Bool
 }
 
@@ -116,19 +117,35 @@ func New(up Upstream, o Options) (*Pipeline, error) {
 	p := &Pipeline{l1: l1, now: o.Now, log: o.Logger}
 	life := lifetimes{ttl: o.TTL, negative: o.NegativeTTL, stale: o.StaleIfError}
 	p.jwks = &jwks{up: up, now: o.Now, log: o.Logger, refresh: o.JWKSRefresh}
+	p.inv.now = o.Now
+	p.inv.keep = 2*max(o.TTL, o.NegativeTTL) + o.StaleIfError
 
-	var next layer = &upstreamLayer{up: up, life: life, stats: &p.stats}
-	next = &flightLayer{next: next}
+	var next layer = &upstreamLayer{up: up, life: life, stats: &p.stats, inv: &p.inv}
+	next = &flightLayer{next: next, inv: &p.inv}
 	if o.Shared != nil {
-		next = &sharedLayer{store: o.Shared, next: next, stats: &p.stats, log: o.Logger}
+		next = &sharedLayer{store: o.Shared, next: next, stats: &p.stats, log: o.Logger, inv: &p.inv}
 	}
-	next = &jwtLayer{keys: p.jwks, life: life, skew: o.JWTClockSkew, next: next, stats: &p.stats}
-	p.head = &memoryLayer{c: l1, next: next, stats: &p.stats}
+	next = &jwtLayer{keys: p.jwks, life: life, skew: o.JWTClockSkew, next: next, stats: &p.stats, inv: &p.inv}
+	p.head = &memoryLayer{c: l1, next: next, stats: &p.stats, inv: &p.inv}
 	return p, nil
 }
 
-// Run keeps the signing keys fresh until ctx ends.
-func (p *Pipeline) Run(ctx context.Context) error { return p.jwks.run(ctx) }
+// Run keeps the signing keys fresh and prunes old tombstones until ctx ends.
+func (p *Pipeline) Run(ctx context.Context) error {
+	go func() {
+		t := time.NewTicker(max(p.inv.keep/4, time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				p.inv.prune()
+			}
+		}
+	}()
+	return p.jwks.run(ctx)
+}
 
 // Close releases the in-process cache.
 func (p *Pipeline) Close() {
@@ -148,12 +165,15 @@ func (p *Pipeline) Authorize(ctx context.Context, pr credential.Presented) extau
 	}
 	pr.DeferIPCheck = true
 	key, now := cacheKey(pr), p.now()
+	usable := p.inv.usable()
 	// The hit path, inline: no query is built, nothing else is allocated.
-	if e, ok := p.l1.Get(key); ok && now.Before(e.Fresh) {
-		p.stats.l1Hits.Add(1)
-		return extauthz.Verdict{Result: e.Result, Err: check(e, pr.ClientIP, now), Cache: extauthz.CacheHit}
+	if usable {
+		if e, ok := p.l1.Get(key); ok && now.Before(e.Fresh) && !p.inv.stale(e) {
+			p.stats.l1Hits.Add(1)
+			return extauthz.Verdict{Result: e.Result, Err: check(e, pr.ClientIP, now), Cache: extauthz.CacheHit}
+		}
 	}
-	q := &query{p: pr, key: key, now: now}
+	q := &query{p: pr, key: key, now: now, noCache: !usable}
 	e, err := p.head.lookup(ctx, q)
 	if err != nil {
 		return extauthz.Verdict{Err: err, Cache: q.source}

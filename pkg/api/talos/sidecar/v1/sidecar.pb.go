@@ -594,6 +594,92 @@ func (x *VerifyResponse) GetVisibility() int32 {
 	return 0
 }
 
+// Invalidation is the xDS resource a control plane publishes, over a delta
+// (incremental) ADS stream on its gRPC port, for every committed change that
+// can turn an allow into a deny: revoke, self-revoke, rotate, delete, update.
+// Type URL: type.googleapis.com/talos.sidecar.v1.Invalidation. The resource
+// name is "<tenant>/<key_id>"; a later change of the same key replaces it.
+// Resources are retained for the control plane's invalidation retention,
+// which must exceed every sidecar's cache TTL plus stale-if-error bound.
+type Invalidation struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	KeyId  string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The outbox sequence number of the change. Sequence order is commit order,
+	// so a sidecar that has seen seq N knows every change up to N committed.
+	Seq int64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	// What happened: "revoked", "rotated", "updated", "deleted".
+	Type          string                 `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Invalidation) Reset() {
+	*x = Invalidation{}
+	mi := &file_sidecar_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Invalidation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Invalidation) ProtoMessage() {}
+
+func (x *Invalidation) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Invalidation.ProtoReflect.Descriptor instead.
+func (*Invalidation) Descriptor() ([]byte, []int) {
+	return file_sidecar_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Invalidation) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Invalidation) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *Invalidation) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Invalidation) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Invalidation) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 var File_sidecar_proto protoreflect.FileDescriptor
 
 const file_sidecar_proto_rawDesc = "" +
@@ -641,7 +727,13 @@ const file_sidecar_proto_rawDesc = "" +
 	"visibility\x1a=\n" +
 	"\x0fConditionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xdb\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x01\n" +
+	"\fInvalidation\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x03R\x03seq\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\tR\x04type\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time*\xdb\x01\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOUTCOME_VALID\x10\x01\x12\x15\n" +
@@ -680,7 +772,7 @@ func file_sidecar_proto_rawDescGZIP() []byte {
 }
 
 var file_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_sidecar_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: talos.sidecar.v1.Outcome
 	(CredentialType)(0),           // 1: talos.sidecar.v1.CredentialType
@@ -690,8 +782,9 @@ var file_sidecar_proto_goTypes = []any{
 	(*BatchVerifyResponse)(nil),   // 5: talos.sidecar.v1.BatchVerifyResponse
 	(*RatePolicy)(nil),            // 6: talos.sidecar.v1.RatePolicy
 	(*VerifyResponse)(nil),        // 7: talos.sidecar.v1.VerifyResponse
-	nil,                           // 8: talos.sidecar.v1.VerifyResponse.ConditionsEntry
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*Invalidation)(nil),          // 8: talos.sidecar.v1.Invalidation
+	nil,                           // 9: talos.sidecar.v1.VerifyResponse.ConditionsEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_sidecar_proto_depIdxs = []int32{
 	3,  // 0: talos.sidecar.v1.BatchVerifyRequest.requests:type_name -> talos.sidecar.v1.VerifyRequest
@@ -699,18 +792,19 @@ var file_sidecar_proto_depIdxs = []int32{
 	0,  // 2: talos.sidecar.v1.VerifyResponse.outcome:type_name -> talos.sidecar.v1.Outcome
 	1,  // 3: talos.sidecar.v1.VerifyResponse.type:type_name -> talos.sidecar.v1.CredentialType
 	2,  // 4: talos.sidecar.v1.VerifyResponse.state:type_name -> talos.sidecar.v1.KeyState
-	9,  // 5: talos.sidecar.v1.VerifyResponse.expire_time:type_name -> google.protobuf.Timestamp
-	8,  // 6: talos.sidecar.v1.VerifyResponse.conditions:type_name -> talos.sidecar.v1.VerifyResponse.ConditionsEntry
+	10, // 5: talos.sidecar.v1.VerifyResponse.expire_time:type_name -> google.protobuf.Timestamp
+	9,  // 6: talos.sidecar.v1.VerifyResponse.conditions:type_name -> talos.sidecar.v1.VerifyResponse.ConditionsEntry
 	6,  // 7: talos.sidecar.v1.VerifyResponse.rate_policy:type_name -> talos.sidecar.v1.RatePolicy
-	3,  // 8: talos.sidecar.v1.Verifier.Verify:input_type -> talos.sidecar.v1.VerifyRequest
-	4,  // 9: talos.sidecar.v1.Verifier.BatchVerify:input_type -> talos.sidecar.v1.BatchVerifyRequest
-	7,  // 10: talos.sidecar.v1.Verifier.Verify:output_type -> talos.sidecar.v1.VerifyResponse
-	5,  // 11: talos.sidecar.v1.Verifier.BatchVerify:output_type -> talos.sidecar.v1.BatchVerifyResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	10, // 8: talos.sidecar.v1.Invalidation.time:type_name -> google.protobuf.Timestamp
+	3,  // 9: talos.sidecar.v1.Verifier.Verify:input_type -> talos.sidecar.v1.VerifyRequest
+	4,  // 10: talos.sidecar.v1.Verifier.BatchVerify:input_type -> talos.sidecar.v1.BatchVerifyRequest
+	7,  // 11: talos.sidecar.v1.Verifier.Verify:output_type -> talos.sidecar.v1.VerifyResponse
+	5,  // 12: talos.sidecar.v1.Verifier.BatchVerify:output_type -> talos.sidecar.v1.BatchVerifyResponse
+	11, // [11:13] is the sub-list for method output_type
+	9,  // [9:11] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_sidecar_proto_init() }
@@ -724,7 +818,7 @@ func file_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sidecar_proto_rawDesc), len(file_sidecar_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,158 @@
+// Package outbox tails the events table, the outbox every key change writes
+// in its own transaction, and hands new events, in sequence order, to a sink
+// (the xDS server). Sequence order is commit order (the store's LockEvents),
+// so a cursor never skips an event.
+//
+// Each control-plane replica runs its own tailer, so a revoke committed
+// through replica A reaches sidecars connected to replica B. A tailer wakes up
+// at once when its own process commits (Wake, from the store's commit hook)
+// and polls at a short interval for commits of other replicas.
+package outbox
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/talos-project/talos/pkg/credential"
+)
+
+// Source reads the outbox: up to limit events with Seq > cursor, in Seq
+// order (store.Store.EventsSince).
+type Source interface {
+	EventsSince(ctx context.Context, cursor int64, limit int) ([]credential.Event, error)
+}
+
+// Sink receives each batch of new events, in order.
+type Sink func(events []credential.Event)
+
+// Options configure a Tailer.
+type Options struct {
+	// Interval between polls when nothing woke the tailer. Default 50ms.
+	Interval time.Duration
+	// Batch is the page size of one read. Default 1000.
+	Batch int
+	// Horizon: events older than this when first read are skipped (the
+	// sink's consumers have long forgotten the verdicts they would
+	// invalidate). Default 10m; it should equal the xDS retention.
+	Horizon time.Duration
+	Now     func() time.Time
+	Logger  *slog.Logger
+}
+
+// Tailer follows the outbox. Create it with New, then Run it.
+type Tailer struct {
+	src    Source
+	sink   Sink
+	o      Options
+	wake   chan struct{}
+	cursor atomic.Int64
+	reads  atomic.Uint64
+	// caughtUp is set once the history has been read; Run's goroutine only.
+	caughtUp bool
+}
+
+// New returns a Tailer starting at the beginning of the outbox.
+func New(src Source, sink Sink, o Options) *Tailer {
+	if o.Interval <= 0 {
+		o.Interval = 50 * time.Millisecond
+	}
+	if o.Batch <= 0 {
+		o.Batch = 1000
+	}
+	if o.Horizon <= 0 {
+		o.Horizon = 10 * time.Minute
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Tailer{src: src, sink: sink, o: o, wake: make(chan struct{}, 1)}
+}
+
+// Wake makes the tailer read now instead of at its next poll. It never
+// blocks; call it after a commit that appended events.
+func (t *Tailer) Wake() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Cursor is the sequence number of the last event handed to the sink (or
+// skipped as too old).
+func (t *Tailer) Cursor() int64 { return t.cursor.Load() }
+
+// Run tails until ctx ends. Store errors are logged and retried with backoff
+// up to ten poll intervals; they never end the loop.
+func (t *Tailer) Run(ctx context.Context) error {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-t.wake:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		}
+		if err := t.drain(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			failures++
+			if failures == 1 || failures%100 == 0 {
+				t.o.Logger.Warn("reading the outbox failed; retrying", slog.Any("error", err), slog.Int("failures", failures))
+			}
+			timer.Reset(t.o.Interval * time.Duration(min(failures+1, 10)))
+			continue
+		}
+		if failures > 0 {
+			t.o.Logger.Info("reading the outbox again", slog.Int("after_failures", failures))
+			failures = 0
+		}
+		timer.Reset(t.o.Interval)
+	}
+}
+
+// drain reads and hands over every event past the cursor. Until the first
+// drain has caught up, events older than the horizon are skipped.
+func (t *Tailer) drain(ctx context.Context) error {
+	for {
+		evs, err := t.src.EventsSince(ctx, t.cursor.Load(), t.o.Batch)
+		t.reads.Add(1)
+		if err != nil {
+			return err
+		}
+		if len(evs) == 0 {
+			t.caughtUp = true
+			return nil
+		}
+		n, last := len(evs), evs[len(evs)-1].Seq
+		if !t.caughtUp {
+			old := t.o.Now().Add(-t.o.Horizon)
+			i := 0
+			for i < len(evs) && evs[i].Time.Before(old) {
+				i++
+			}
+			evs = evs[i:]
+		}
+		if len(evs) > 0 {
+			t.sink(evs)
+		}
+		t.cursor.Store(last)
+		if n < t.o.Batch {
+			t.caughtUp = true
+			return nil
+		}
+	}
+}
