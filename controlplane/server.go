@@ -50,6 +50,12 @@ type Deps struct {
 	API      *grpcapi.Server
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
+	// GRPC registers further services on the gRPC listener (the xDS
+	// server).
+	GRPC []func(*grpc.Server)
+	// Runners run alongside the listeners until shutdown (the outbox
+	// tailer, the xDS heartbeat).
+	Runners []func(context.Context) error
 }
 
 // Server is one control-plane process. Create it with New, then Run it.
@@ -64,6 +70,7 @@ type Server struct {
 	metrics  *http.Server
 	grpcSrv  *grpc.Server
 	health   *health.Server
+	runners  []func(context.Context) error
 }
 
 // New binds the listeners (so Addr works before Run) and builds the servers.
@@ -96,6 +103,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 
 	s.grpcSrv = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(recoverUnary(log), adminAuthUnary(cfg.HTTP.AdminTokens)),
+		grpc.ChainStreamInterceptor(adminAuthStream(cfg.HTTP.AdminTokens)),
 		grpc.MaxRecvMsgSize(int(max(cfg.HTTP.MaxBodyBytes, 1<<20))),
 	)
 	mode := cfg.HTTP.Mode
@@ -107,6 +115,10 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		pb.RegisterSelfServiceServer(s.grpcSrv, deps.API)
 	}
 	pb.RegisterDerivedKeysServer(s.grpcSrv, deps.API)
+	for _, reg := range deps.GRPC {
+		reg(s.grpcSrv)
+	}
+	s.runners = deps.Runners
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
 
@@ -146,6 +158,9 @@ func (s *Server) Run(ctx context.Context) error {
 		})
 	}
 	g.Go(func() error { return s.keys.Run(gctx) })
+	for _, r := range s.runners {
+		g.Go(func() error { return r(gctx) })
+	}
 	serveHTTP(s.httpSrv, s.httpLn, "HTTP")
 	serveHTTP(s.metrics, s.metricLn, "Metrics")
 	g.Go(func() error {
@@ -189,6 +204,23 @@ func adminAuthUnary(tokens httpapi.AdminTokens) grpc.UnaryServerInterceptor {
 			}
 		}
 		return handler(ctx, req)
+	}
+}
+
+// adminAuthStream requires a configured bearer token on the xDS streams
+// when tokens are set: they reveal which keys change.
+func adminAuthStream(tokens httpapi.AdminTokens) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if tokens.Enabled() && strings.HasPrefix(info.FullMethod, "/envoy.service.discovery.v3.") {
+			var auth string
+			if md, ok := metadata.FromIncomingContext(ss.Context()); ok && len(md.Get("authorization")) > 0 {
+				auth = md.Get("authorization")[0]
+			}
+			if !tokens.Allow(auth) {
+				return status.Error(codes.Unauthenticated, "a valid admin bearer token is required")
+			}
+		}
+		return handler(srv, ss)
 	}
 }
 

@@ -49,10 +49,17 @@ type Upstream interface {
 	Ready() bool
 }
 
+// Stream reports the state of the invalidation stream.
+type Stream interface {
+	Fresh() bool
+}
+
 // Deps are the collaborators of a Server.
 type Deps struct {
 	ExtAuthz *extauthz.Server
 	Upstream Upstream
+	// Stream is the invalidation stream; nil when disabled.
+	Stream   Stream
 	Runners  []Runner
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
@@ -135,9 +142,10 @@ func (s *Server) MetricsAddr() net.Addr  { return s.metricLn.Addr() }
 
 // healthRoutes serves /health/alive (the process answers) and /health/ready.
 // Readiness does not depend on the control plane: a sidecar whose upstream is
-// down still answers from its caches (stale-if-error) and denies the rest, and
-// taking it out of rotation would take its pod's traffic with it. The
-// upstream's state is reported in the body for operators.
+// down still answers from its caches (stale-if-error, within the stream's
+// staleness bound) and denies the rest, and taking it out of rotation would
+// take its pod's traffic with it. The states of the upstream and of the
+// invalidation stream are reported in the body for operators.
 func (s *Server) healthRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /health/alive", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -150,7 +158,14 @@ func (s *Server) healthRoutes(mux *http.ServeMux) {
 				up = "ready"
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "upstream": up})
+		inv := "off"
+		if s.deps.Stream != nil {
+			inv = "stale"
+			if s.deps.Stream.Fresh() {
+				inv = "fresh"
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "upstream": up, "invalidation": inv})
 	})
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/talos-project/talos/pkg/credential"
 	"github.com/talos-project/talos/pkg/telemetry"
 	"github.com/talos-project/talos/sidecar"
+	"github.com/talos-project/talos/sidecar/invalidation"
 	"github.com/talos-project/talos/sidecar/pipeline"
 	"github.com/talos-project/talos/sidecar/upstream"
 )
@@ -107,6 +108,25 @@ func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sideca
 	if err := pl.Register(registry); err != nil {
 		return fail(err)
 	}
+	runners := []sidecar.Runner{pl}
+	var stream *invalidation.Client
+	if pc.Invalidation.Enabled {
+		stream, err = invalidation.New(pl, invalidation.Options{
+			Addr: pc.Upstream, Token: pc.UpstreamToken.Value(), MaxStaleness: pc.Invalidation.MaxStaleness.D(), Logger: log,
+		})
+		if err != nil {
+			return fail(fmt.Errorf("proxy invalidation: %w", err))
+		}
+		closers = append(closers, func() { stream.Close() })
+		pl.UseStream(stream.Fresh)
+		stream.OnResync(pl.Resync)
+		if err := stream.RegisterMetrics(registry); err != nil {
+			return fail(err)
+		}
+		runners = append(runners, stream)
+	} else {
+		log.Warn("proxy.invalidation is disabled: a revoked key passes this sidecar until its cache entry expires (proxy.cache.ttl)")
+	}
 	decisions := sidecar.NewDecisionMetrics(registry)
 	tenant := credential.Tenant(pc.Tenant)
 	if tenant == "" {
@@ -128,9 +148,18 @@ func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sideca
 	}
 	srv, err := sidecar.New(ctx, sidecar.Config{
 		ExtAuthzAddr: pc.ExtAuthz.Addr(), HTTPAddr: pc.HTTP.Addr(), MetricsAddr: pc.Metrics.Addr(),
-	}, sidecar.Deps{ExtAuthz: az, Upstream: up, Runners: []sidecar.Runner{pl}, Logger: log, Registry: registry})
+	}, sidecar.Deps{ExtAuthz: az, Upstream: up, Stream: streamState(stream), Runners: runners, Logger: log, Registry: registry})
 	if err != nil {
 		return fail(err)
 	}
 	return srv, closeAll, nil
+}
+
+// streamState is the stream for the health endpoint; nil when disabled (a
+// nil *invalidation.Client must not become a non-nil interface).
+func streamState(c *invalidation.Client) sidecar.Stream {
+	if c == nil {
+		return nil
+	}
+	return c
 }

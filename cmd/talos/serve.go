@@ -12,12 +12,15 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/talos-project/talos/controlplane"
 	"github.com/talos-project/talos/controlplane/grpcapi"
 	"github.com/talos-project/talos/controlplane/httpapi"
 	"github.com/talos-project/talos/controlplane/keys"
+	"github.com/talos-project/talos/controlplane/outbox"
 	"github.com/talos-project/talos/controlplane/store"
+	"github.com/talos-project/talos/controlplane/xds"
 	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/config"
 	"github.com/talos-project/talos/pkg/telemetry"
@@ -83,6 +86,9 @@ type plane struct {
 	store   store.Store
 	replica store.Store // nil without db.read_replica_dsn
 	keys    *keys.Service
+	// committed fires after every committed write of the keys service, to
+	// wake the outbox tailer.
+	committed *outbox.Signal
 }
 
 func (p *plane) close() {
@@ -106,7 +112,7 @@ func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrat
 	if err != nil {
 		return nil, err
 	}
-	p := &plane{store: st}
+	p := &plane{store: st, committed: &outbox.Signal{}}
 	var replica keys.VerifyReader
 	if dsn := cfg.DB.ReadReplicaDSN.Value(); dsn != "" {
 		// A replica is migrated by replication, never by us.
@@ -146,7 +152,7 @@ func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrat
 			MacaroonPrefixes: append([]string{dt.Macaroon.Prefix.Current}, dt.Macaroon.Prefix.Retired...),
 			RetiredIssuers:   retiredIssuers,
 		},
-	}, keys.Deps{Store: st, Replica: replica, Secrets: secrets, Logger: log})
+	}, keys.Deps{Store: outbox.Notifying(st, p.committed), Replica: replica, Secrets: secrets, Logger: log})
 	if err != nil {
 		p.close()
 		return nil, err
@@ -199,6 +205,26 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 	if !adminTokens.Enabled() && mode != httpapi.ModePublic {
 		log.Warn("the admin API has no authentication: keep it on a private network or set serve.admin.auth.bearer_tokens")
 	}
+	var (
+		grpcServices []func(*grpc.Server)
+		runners      []func(context.Context) error
+	)
+	if inv := cfg.Invalidation; inv.Enabled && mode != httpapi.ModePublic {
+		xs, err := xds.New(xds.Options{Retention: inv.Retention.D(), HeartbeatInterval: inv.HeartbeatInterval.D(), Logger: log})
+		if err != nil {
+			return err
+		}
+		if err := xs.RegisterMetrics(registry); err != nil {
+			return err
+		}
+		tl := outbox.New(p.store, xs.Publish, outbox.Options{Interval: inv.PollInterval.D(), Horizon: inv.Retention.D(), Logger: log})
+		if err := tl.Prime(ctx); err != nil {
+			return fmt.Errorf("read the outbox: %w", err)
+		}
+		p.committed.Set(tl.Wake)
+		grpcServices = append(grpcServices, xs.Register)
+		runners = append(runners, xs.Run, tl.Run)
+	}
 	srv, err := controlplane.New(ctx, controlplane.Config{
 		HTTPAddr:    hostPort(cfg.Serve.HTTP.Host, cfg.Serve.HTTP.Port),
 		GRPCAddr:    hostPort(cfg.Serve.GRPC.Host, cfg.Serve.GRPC.Port),
@@ -210,7 +236,7 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 			ExcludeHealthFromLog: cfg.Serve.HTTP.RequestLog.ExcludeHealthEndpoints,
 			AdminTokens:          adminTokens,
 		},
-	}, controlplane.Deps{Keys: p.keys, API: api, Logger: log, Registry: registry})
+	}, controlplane.Deps{Keys: p.keys, API: api, Logger: log, Registry: registry, GRPC: grpcServices, Runners: runners})
 	if err != nil {
 		return err
 	}

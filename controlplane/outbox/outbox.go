@@ -86,6 +86,11 @@ func (t *Tailer) Wake() {
 // skipped as too old).
 func (t *Tailer) Cursor() int64 { return t.cursor.Load() }
 
+// Prime reads the whole retained outbox once, before the sink's consumers
+// are served, so that a control plane that restarts never presents a stream
+// without the invalidations it should carry. Run then continues from there.
+func (t *Tailer) Prime(ctx context.Context) error { return t.drain(ctx) }
+
 // Run tails until ctx ends. Store errors are logged and retried with backoff
 // up to ten poll intervals; they never end the loop.
 func (t *Tailer) Run(ctx context.Context) error {
