@@ -210,7 +210,14 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		runners      []func(context.Context) error
 	)
 	if inv := cfg.Invalidation; inv.Enabled && mode != httpapi.ModePublic {
-		xs, err := xds.New(xds.Options{Retention: inv.Retention.D(), HeartbeatInterval: inv.HeartbeatInterval.D(), Logger: log})
+		opts := xds.Options{Retention: inv.Retention.D(), HeartbeatInterval: inv.HeartbeatInterval.D(), Logger: log}
+		if ev := cfg.Envoy; ev.Enabled {
+			opts.Envoy = &xds.EnvoyOptions{
+				ListenerPort: uint32(ev.ListenerPort), App: ev.App, Sidecar: ev.Sidecar, Timeout: ev.Timeout.D(),
+				FailureModeAllow: ev.FailureModeAllow, RequiredScopes: ev.RequiredScopes,
+			}
+		}
+		xs, err := xds.New(opts)
 		if err != nil {
 			return err
 		}

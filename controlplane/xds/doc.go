@@ -14,6 +14,15 @@
 // every interval (so a sidecar can tell a silent stream from a dead one) and
 // removes invalidations older than the retention.
 //
+// With [Options].Envoy set, the same service also serves Envoy's own
+// resources, for Envoys whose bootstrap takes LDS and CDS over ADS
+// (deploy/envoy/envoy-ads.yaml): the listener and clusters of
+// [EnvoyResources], which put the ext_authz filter in front of the protected
+// service and point it at the local talos proxy. They are built once, by New,
+// into a go-control-plane SnapshotCache that gives every node the same
+// consistent snapshot, versioned by a hash of its content. Each watch goes to
+// the cache of its type URL; a type neither cache serves fails the stream.
+//
 // The package imports pkg/api (the wire message), pkg/credential (the event)
 // and go-control-plane. It never imports the sidecar: the client in
 // sidecar/invalidation meets it on the wire only.

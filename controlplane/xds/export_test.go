@@ -1,7 +1,10 @@
 package xds
 
 import (
+	"errors"
 	"fmt"
+
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
 	"google.golang.org/protobuf/proto"
 
@@ -50,4 +53,17 @@ func (s *Server) CheckConsistency() error {
 		}
 	}
 	return nil
+}
+
+// EnvoySnapshot returns the snapshot served to every Envoy; it fails without
+// Options.Envoy.
+func (s *Server) EnvoySnapshot() (*cachev3.Snapshot, error) {
+	if s.envoy == nil {
+		return nil, errors.New("no Envoy resources")
+	}
+	snap, err := s.envoy.GetSnapshot(envoyNode)
+	if err != nil {
+		return nil, err
+	}
+	return snap.(*cachev3.Snapshot), nil
 }

@@ -147,6 +147,22 @@ type deltaClient struct {
 // connect opens a delta stream and sends the subscribing request.
 func connect(t *testing.T, conn *grpc.ClientConn, node string, subscribe []string, initial map[string]string) *deltaClient {
 	t.Helper()
+	c := openDelta(t, conn)
+	// The client holds what it claims to hold.
+	maps.Copy(c.state.versions, initial)
+	c.send(&discovery.DeltaDiscoveryRequest{
+		Node:                    &core.Node{Id: node},
+		TypeUrl:                 xds.InvalidationType,
+		ResourceNamesSubscribe:  subscribe,
+		InitialResourceVersions: initial,
+	})
+	return c
+}
+
+// openDelta opens a delta stream and sends nothing, for a client that
+// subscribes to more than xds.InvalidationType (an Envoy).
+func openDelta(t *testing.T, conn *grpc.ClientConn) *deltaClient {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
@@ -160,9 +176,7 @@ func connect(t *testing.T, conn *grpc.ClientConn, node string, subscribe []strin
 		resps:  make(chan *discovery.DeltaDiscoveryResponse),
 		err:    make(chan error, 1),
 	}
-	// The client holds what it claims to hold.
 	c.state.apply(update{})
-	maps.Copy(c.state.versions, initial)
 	go func() {
 		for {
 			r, err := stream.Recv()
@@ -177,12 +191,6 @@ func connect(t *testing.T, conn *grpc.ClientConn, node string, subscribe []strin
 			}
 		}
 	}()
-	c.send(&discovery.DeltaDiscoveryRequest{
-		Node:                    &core.Node{Id: node},
-		TypeUrl:                 xds.InvalidationType,
-		ResourceNamesSubscribe:  subscribe,
-		InitialResourceVersions: initial,
-	})
 	return c
 }
 
@@ -197,17 +205,23 @@ func (c *deltaClient) send(req *discovery.DeltaDiscoveryRequest) {
 // does not acknowledge it.
 func (c *deltaClient) recv() update {
 	c.t.Helper()
+	u := decode(c.t, c.next())
+	c.state.apply(u)
+	return u
+}
+
+// next returns the next response as it came, of any type.
+func (c *deltaClient) next() *discovery.DeltaDiscoveryResponse {
+	c.t.Helper()
 	select {
 	case r := <-c.resps:
-		u := decode(c.t, r)
-		c.state.apply(u)
-		return u
+		return r
 	case err := <-c.err:
 		c.t.Fatalf("stream ended: %v", err)
 	case <-time.After(waitFor):
 		c.t.Fatal("no response")
 	}
-	return update{}
+	return nil
 }
 
 func (c *deltaClient) ack(u update) {

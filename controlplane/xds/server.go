@@ -12,6 +12,7 @@ import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	deltav3 "github.com/envoyproxy/go-control-plane/pkg/server/delta/v3"
 	sotwv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,13 @@ type Options struct {
 	// Logger receives NACKs (warn) and go-control-plane's own messages.
 	// Default: discard.
 	Logger *slog.Logger
+	// Envoy, when set, also serves every Envoy the listener and clusters of
+	// EnvoyResources (type URLs resource.ListenerType and
+	// resource.ClusterType) on the same streams. Nil serves none: a stream
+	// that asks for either type fails with Unimplemented, as for any type
+	// not served, so a misdirected Envoy logs why rather than run without
+	// listeners. The options are read once, by New.
+	Envoy *EnvoyOptions
 }
 
 const (
@@ -55,6 +63,7 @@ type Server struct {
 	log       *slog.Logger
 
 	cache *cachev3.LinearCache
+	envoy cachev3.SnapshotCache // nil without Options.Envoy
 	ads   *ads
 	// stop ends every open stream; Run calls it when it returns, so a
 	// graceful gRPC shutdown does not wait on streams that never end.
@@ -101,8 +110,9 @@ type streamKey struct {
 	id    int64
 }
 
-// New returns a Server holding only the heartbeat (seq 0). It fails when a
-// duration option is negative.
+// New returns a Server holding only the heartbeat (seq 0), and the Envoy
+// resources when Options.Envoy is set. It fails when a duration option is
+// negative or when EnvoyResources rejects Options.Envoy.
 func New(o Options) (*Server, error) {
 	if o.Retention < 0 || o.HeartbeatInterval < 0 {
 		return nil, errors.New("xds: retention and heartbeat interval must not be negative")
@@ -146,19 +156,30 @@ func New(o Options) (*Server, error) {
 		cachev3.WithLogger(logger),
 		cachev3.WithInitialResources(map[string]types.Resource{HeartbeatName: newHeartbeat(0, s.beat)}),
 	)
+	caches := typeMux{InvalidationType: s.cache}
+	if o.Envoy != nil {
+		envoy, err := newEnvoyCache(*o.Envoy, logger)
+		if err != nil {
+			return nil, err
+		}
+		s.envoy = envoy
+		caches[resource.ListenerType] = envoy
+		caches[resource.ClusterType] = envoy
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	cb := callbacks{s: s}
 	s.ads = &ads{
-		delta: deltav3.NewServer(ctx, s.cache, cb, deltav3.WithLogger(logger)),
-		sotw:  sotwv3.NewServer(ctx, s.cache, cb, sotwv3.WithLogger(logger)),
+		delta: deltav3.NewServer(ctx, caches, cb, deltav3.WithLogger(logger)),
+		sotw:  sotwv3.NewServer(ctx, caches, cb, sotwv3.WithLogger(logger)),
 	}
 	return s, nil
 }
 
 // Register registers the aggregated discovery service (delta and
 // state-of-the-world) on g. Streams asking for a type URL other than
-// InvalidationType fail.
+// InvalidationType (or, with Options.Envoy, the Envoy listener and cluster
+// types) fail with Unimplemented.
 func (s *Server) Register(g *grpc.Server) {
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.ads)
 }

@@ -30,6 +30,7 @@ type Config struct {
 	Quota        Quota        `koanf:"quota"`
 	Multitenancy Multitenancy `koanf:"multitenancy"`
 	Invalidation Invalidation `koanf:"invalidation"`
+	Envoy        EnvoyXDS     `koanf:"envoy"`
 	// Proxy configures talos proxy, the sidecar; talos serve ignores it.
 	Proxy Proxy `koanf:"proxy"`
 
@@ -521,6 +522,12 @@ func Defaults() Config {
 			PollInterval:      Duration(50 * time.Millisecond),
 			Retention:         Duration(10 * time.Minute),
 			HeartbeatInterval: Duration(time.Second),
+		},
+		Envoy: EnvoyXDS{
+			ListenerPort: 8080,
+			App:          "127.0.0.1:8081",
+			Sidecar:      "127.0.0.1:9191",
+			Timeout:      Duration(250 * time.Millisecond),
 		},
 		Proxy: Proxy{
 			Upstream:        "127.0.0.1:4421",

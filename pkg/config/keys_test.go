@@ -166,8 +166,8 @@ func TestConfig_MarshalJSON_RoundTrip(t *testing.T) {
 	if diff := cmp.Diff(want, got, equateEmpty); diff != "" {
 		t.Errorf("round trip mismatch (-want +got):\n%s", diff)
 	}
-	if keys := slices.Sorted(maps.Keys(doc)); len(keys) != 13 {
-		t.Errorf("top-level sections = %q, want 13", keys)
+	if keys := slices.Sorted(maps.Keys(doc)); len(keys) != 14 {
+		t.Errorf("top-level sections = %q, want 14", keys)
 	}
 }
 

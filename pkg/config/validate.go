@@ -181,6 +181,8 @@ func (c *Config) Validate() error {
 		fail("tracing.sample_rate", "must be between 0 and 1 (got %v)", r)
 	}
 
+	checkEnvoyXDS(c.Envoy, fail)
+
 	// Multitenancy.
 	mt := c.Multitenancy
 	if mt.Enabled && len(mt.Networks) == 0 {
