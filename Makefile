@@ -6,7 +6,7 @@ PROTO_DIR := pkg/api/talos/v2alpha1
 SIDECAR_PROTO_DIR := pkg/api/talos/sidecar/v1
 PROTOC_INCLUDE ?= /usr/include
 
-.PHONY: all build run test test-short generate lint bench fuzz clean tools
+.PHONY: all build run test test-short generate lint bench microbench fuzz clean tools
 
 all: build
 
@@ -50,7 +50,19 @@ lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# The performance harness (bench/README.md): builds talos, runs the control
+# plane, the sidecar and no-op baselines as processes on loopback and writes
+# bench/results/<date>-*.{json,md,png}. About 8 minutes; not part of CI
+# (make test runs it in a smoke mode of seconds). Override BENCH_FLAGS, e.g.
+# make bench BENCH_FLAGS='-scenarios l1-hit -duration 5s'.
+BENCH_PG_DSN ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
+BENCH_REDIS  ?= 127.0.0.1:6379
+BENCH_FLAGS  ?=
 bench:
+	$(GO) run ./bench -pg-dsn '$(BENCH_PG_DSN)' -redis '$(BENCH_REDIS)' $(BENCH_FLAGS)
+
+# The Go micro-benchmarks next to the code.
+microbench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
 
 fuzz:
