@@ -103,7 +103,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 
 	s.grpcSrv = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(recoverUnary(log), adminAuthUnary(cfg.HTTP.AdminTokens)),
-		grpc.ChainStreamInterceptor(adminAuthStream(cfg.HTTP.AdminTokens)),
+		grpc.ChainStreamInterceptor(recoverStream(log), adminAuthStream(cfg.HTTP.AdminTokens)),
 		grpc.MaxRecvMsgSize(int(max(cfg.HTTP.MaxBodyBytes, 1<<20))),
 	)
 	mode := cfg.HTTP.Mode
@@ -220,6 +220,18 @@ func adminAuthStream(tokens httpapi.AdminTokens) grpc.StreamServerInterceptor {
 				return status.Error(codes.Unauthenticated, "a valid admin bearer token is required")
 			}
 		}
+		return handler(srv, ss)
+	}
+}
+
+func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		defer func() {
+			if v := recover(); v != nil {
+				log.Error("panic serving gRPC stream", slog.String("method", info.FullMethod), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
+				err = status.Error(codes.Internal, "An internal error occurred.")
+			}
+		}()
 		return handler(srv, ss)
 	}
 }

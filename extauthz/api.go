@@ -81,7 +81,9 @@ type Options struct {
 	// Default: ["authorization", "x-api-key"].
 	CredentialHeaders []string
 	// ClientIPHeaders are lowercase forwarded headers trusted for the client
-	// address, in order ("x-forwarded-for" takes its leftmost entry); the
+	// address, in order (a list such as x-forwarded-for gives its rightmost
+	// entry, the address the nearest proxy saw; the entries left of it are
+	// the client's to forge); the
 	// first that parses wins. Empty: the gRPC AttributeContext source
 	// address, or the HTTP peer address (in HTTP mode, X-Forwarded-For /
 	// X-Real-IP / X-Original-IP are not trusted unless listed here).

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -23,6 +24,7 @@ const (
 	reasonInvalidFormat     = "INVALID_API_KEY_FORMAT"
 	reasonInsufficientScope = "INSUFFICIENT_SCOPE"
 	reasonUnavailable       = "SERVICE_UNAVAILABLE"
+	reasonConditionNotMet   = "CONDITION_NOT_MET"
 )
 
 // The errors of local decisions, as Observe sees them in Verdict.Err.
@@ -31,6 +33,8 @@ var (
 		Message: "The request carries no credential."}
 	errInsufficientScope = &credential.Error{Kind: credential.ErrForbidden, Reason: reasonInsufficientScope,
 		Message: "The credential lacks a scope this route requires."}
+	errCondition = &credential.Error{Kind: credential.ErrForbidden, Reason: reasonConditionNotMet,
+		Message: "A condition of the credential does not hold for this request."}
 )
 
 // denial is a rendered deny, shared by both transports.
@@ -84,7 +88,44 @@ func (s *Server) decide(ctx context.Context, req *Request) (Verdict, *denial) {
 		return v, newDenial(http.StatusForbidden, reasonInsufficientScope, errInsufficientScope.Message,
 			s.scopeChallenge(req.RequiredScopes), 0)
 	}
+	if len(v.Result.Conditions) > 0 && !conditionsHold(v.Result.Conditions, req) {
+		v.Err = errCondition
+		return v, s.static.condition
+	}
 	return v, nil
+}
+
+// conditionsHold enforces the free conditions of an attenuated macaroon that
+// the sidecar understands: "method" (the request method, case-insensitive),
+// "host" (the request host, case-insensitive) and "path" (a prefix of the
+// request path, on a segment boundary). Any other condition fails: the
+// sidecar is where the request is decided, and a restriction nobody enforces
+// would turn the holder's attenuation into a grant.
+func conditionsHold(conds map[string]string, req *Request) bool {
+	for k, want := range conds {
+		switch k {
+		case "method":
+			if !strings.EqualFold(req.Method, want) {
+				return false
+			}
+		case "host":
+			if !strings.EqualFold(req.Host, want) {
+				return false
+			}
+		case "path":
+			p := req.Path
+			if i := strings.IndexAny(p, "?#"); i >= 0 {
+				p = p[:i]
+			}
+			if want == "" || !strings.HasPrefix(p, want) ||
+				(len(p) > len(want) && !strings.HasSuffix(want, "/") && p[len(want)] != '/') {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Server) problemDenial(err error) *denial {

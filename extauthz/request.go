@@ -162,7 +162,7 @@ func FromHTTP(r *http.Request, o *Options) Request {
 func httpClientIP(r *http.Request, o *Options) netip.Addr {
 	for _, name := range o.ClientIPHeaders {
 		if vs := r.Header[textproto.CanonicalMIMEHeaderKey(name)]; len(vs) > 0 {
-			if a := parseAddr(firstEntry(vs[0])); a.IsValid() {
+			if a := parseAddr(lastEntry(vs[len(vs)-1])); a.IsValid() {
 				return a
 			}
 		}
@@ -196,15 +196,11 @@ func (c checkHeaders) each(name string, fn func(string)) {
 	}
 }
 
-// addr parses the first entry of the first value of name.
+// addr parses the last entry of the last value of name.
 func (c checkHeaders) addr(name string) (netip.Addr, bool) {
-	var a netip.Addr
-	done := false
-	c.each(name, func(v string) {
-		if !done {
-			a, done = parseAddr(firstEntry(v)), true
-		}
-	})
+	var last string
+	c.each(name, func(v string) { last = v })
+	a := parseAddr(lastEntry(last))
 	return a, a.IsValid()
 }
 
@@ -300,10 +296,14 @@ func printable(s string) bool {
 
 func trimOWS(s string) string { return strings.Trim(s, " \t") }
 
-// firstEntry returns the first entry of a comma-separated list: the client
-// in X-Forwarded-For, and the first of merged duplicates elsewhere.
-func firstEntry(v string) string {
-	v, _, _ = strings.Cut(v, ",")
+// lastEntry returns the last entry of a comma-separated list. In
+// X-Forwarded-For that is the address the nearest proxy saw: proxies append,
+// so every entry to its left is whatever the client chose to send, and
+// trusting the leftmost would let any client pass a CIDR restriction.
+func lastEntry(v string) string {
+	if i := strings.LastIndexByte(v, ','); i >= 0 {
+		v = v[i+1:]
+	}
 	return trimOWS(v)
 }
 

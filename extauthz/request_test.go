@@ -76,8 +76,10 @@ func TestFromCheckRequest(t *testing.T) {
 		{name: "options tenant", req: checkRequest(nil, nil), opts: &extauthz.Options{Tenant: "t-2"},
 			want: with(func(r *extauthz.Request) { r.Tenant = "t-2" })},
 		{name: "forwarded header ignored unless trusted", req: checkRequest(map[string]string{"x-forwarded-for": "203.0.113.7"}, nil), want: base},
-		{name: "x-forwarded-for leftmost", req: checkRequest(map[string]string{"x-forwarded-for": "203.0.113.7, 10.0.0.1"}, nil), opts: xff,
-			want: with(func(r *extauthz.Request) { r.ClientIP = netip.MustParseAddr("203.0.113.7") })},
+		// The leftmost entry is the client's to forge; the rightmost is what
+		// the nearest proxy saw.
+		{name: "x-forwarded-for rightmost", req: checkRequest(map[string]string{"x-forwarded-for": "203.0.113.7, 10.0.0.1"}, nil), opts: xff,
+			want: with(func(r *extauthz.Request) { r.ClientIP = netip.MustParseAddr("10.0.0.1") })},
 		{name: "unparsable header tries the next", req: checkRequest(map[string]string{"x-forwarded-for": "unknown", "x-real-ip": "2001:db8::1"}, nil), opts: xff,
 			want: with(func(r *extauthz.Request) { r.ClientIP = netip.MustParseAddr("2001:db8::1") })},
 		{name: "nothing parses: source address", req: checkRequest(map[string]string{"x-forwarded-for": "unknown"}, nil), opts: xff, want: base},
@@ -146,7 +148,7 @@ func TestFromHTTP(t *testing.T) {
 			want: extauthz.Request{Method: "GET", Host: "authz.local", Path: "/", ClientIP: peer, Tenant: credential.DefaultTenant}},
 		{name: "trusted forwarded for", req: newReq("GET", "http://authz.local/", map[string][]string{"X-Forwarded-For": {"203.0.113.7, 192.0.2.1", "198.51.100.1"}}),
 			opts: &extauthz.Options{ClientIPHeaders: []string{"x-forwarded-for"}},
-			want: extauthz.Request{Method: "GET", Host: "authz.local", Path: "/", ClientIP: netip.MustParseAddr("203.0.113.7"), Tenant: credential.DefaultTenant}},
+			want: extauthz.Request{Method: "GET", Host: "authz.local", Path: "/", ClientIP: netip.MustParseAddr("198.51.100.1"), Tenant: credential.DefaultTenant}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

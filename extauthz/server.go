@@ -61,6 +61,7 @@ type statics struct {
 	contentType *corev3.HeaderValueOption
 	missing     *denial
 	malformed   *denial
+	condition   *denial
 	unavailable *denial
 	problems    []errDenial
 	sentinels   []errDenial
@@ -158,7 +159,8 @@ func newStatics(o *Options) statics {
 		}
 		st.sentinels = append(st.sentinels, errDenial{e, d})
 	}
-	for _, d := range []*denial{st.missing, st.malformed, st.unavailable} {
+	st.condition = newDenial(http.StatusForbidden, reasonConditionNotMet, errCondition.Message, "", 0)
+	for _, d := range []*denial{st.missing, st.malformed, st.unavailable, st.condition} {
 		d.check = buildDenied(d, st.contentType)
 	}
 	for _, l := range [][]errDenial{st.problems, st.sentinels} {

@@ -100,6 +100,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(4<<20),
+		// Stop waits for running handlers, so nothing touches the caches
+		// after they are closed.
+		grpc.WaitForHandlers(true),
 	)
 	deps.ExtAuthz.Register(s.grpcSrv)
 	s.health = health.NewServer()

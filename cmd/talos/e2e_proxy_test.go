@@ -69,9 +69,19 @@ func startProxy(t *testing.T, upstream string, extraEnv ...string) *testProxy {
 	return p
 }
 
-// check sends an Envoy CheckRequest carrying cred in x-api-key.
+// check sends an Envoy CheckRequest carrying cred in x-api-key; a transport
+// error fails the test, so call it from the test goroutine only.
 func (p *testProxy) check(t *testing.T, cred string) *authv3.CheckResponse {
 	t.Helper()
+	resp, err := p.tryCheck(cred)
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	return resp
+}
+
+// tryCheck is check for worker goroutines: it returns the error.
+func (p *testProxy) tryCheck(cred string) (*authv3.CheckResponse, error) {
 	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
 			SocketAddress: &corev3.SocketAddress{Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 5555}},
@@ -80,13 +90,9 @@ func (p *testProxy) check(t *testing.T, cred string) *authv3.CheckResponse {
 			Method: "GET", Path: "/orders", Host: "app.test", Headers: map[string]string{"x-api-key": cred},
 		}},
 	}}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := p.client.Check(ctx, req)
-	if err != nil {
-		t.Fatalf("Check: %v", err)
-	}
-	return resp
+	return p.client.Check(ctx, req)
 }
 
 func allowed(r *authv3.CheckResponse) bool { return codes.Code(r.GetStatus().GetCode()) == codes.OK }

@@ -210,7 +210,14 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		runners      []func(context.Context) error
 	)
 	if inv := cfg.Invalidation; inv.Enabled && mode != httpapi.ModePublic {
-		opts := xds.Options{Retention: inv.Retention.D(), HeartbeatInterval: inv.HeartbeatInterval.D(), Logger: log}
+		var tl *outbox.Tailer
+		// The heartbeat is withheld while the outbox cannot be read, so
+		// sidecars never mistake a blind control plane for a quiet one.
+		live := max(5*time.Second, 20*inv.PollInterval.D())
+		opts := xds.Options{
+			Retention: inv.Retention.D(), HeartbeatInterval: inv.HeartbeatInterval.D(), Logger: log,
+			Live: func() bool { return tl.Live(live) },
+		}
 		if ev := cfg.Envoy; ev.Enabled {
 			opts.Envoy = &xds.EnvoyOptions{
 				ListenerPort: uint32(ev.ListenerPort), App: ev.App, Sidecar: ev.Sidecar, Timeout: ev.Timeout.D(),
@@ -224,7 +231,15 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		if err := xs.RegisterMetrics(registry); err != nil {
 			return err
 		}
-		tl := outbox.New(p.store, xs.Publish, outbox.Options{Interval: inv.PollInterval.D(), Horizon: inv.Retention.D(), Logger: log})
+		// Tail the database verify reads: with a read replica, an
+		// invalidation must not reach sidecars before the replica has the
+		// change, or a refetch from the replica would re-cache the old
+		// verdict under the new watermark.
+		var events outbox.Source = p.store
+		if p.replica != nil {
+			events = p.replica
+		}
+		tl = outbox.New(events, xs.Publish, outbox.Options{Interval: inv.PollInterval.D(), Horizon: inv.Retention.D(), Logger: log})
 		if err := tl.Prime(ctx); err != nil {
 			return fmt.Errorf("read the outbox: %w", err)
 		}
@@ -252,6 +267,11 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 	}
 	pc := cfg.Proxy
 	pc.Upstream = loopback(srv.GRPCAddr())
+	if !cfg.Invalidation.Enabled {
+		pc.Invalidation.Enabled = false
+	} else if need := pc.Cache.TTL.D() + pc.StaleIfError.D(); cfg.Invalidation.Retention.D() < need {
+		return fmt.Errorf("invalidation.retention (%s) must be at least proxy.cache.ttl + proxy.stale_if_error (%s)", cfg.Invalidation.Retention, need)
+	}
 	if pc.UpstreamToken.IsZero() && len(tokens) > 0 {
 		pc.UpstreamToken = cfg.Serve.Admin.Auth.BearerTokens[0]
 	}

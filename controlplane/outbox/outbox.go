@@ -49,6 +49,8 @@ type Tailer struct {
 	wake   chan struct{}
 	cursor atomic.Int64
 	reads  atomic.Uint64
+	// lastOK is when a read last succeeded (unix nanos).
+	lastOK atomic.Int64
 	// caughtUp is set once the history has been read; Run's goroutine only.
 	caughtUp bool
 }
@@ -80,6 +82,17 @@ func (t *Tailer) Wake() {
 	case t.wake <- struct{}{}:
 	default:
 	}
+}
+
+// readTimeout bounds one read, so that a database that stops answering (a
+// half-open connection) shows as a failing tailer instead of a silent one.
+const readTimeout = 5 * time.Second
+
+// Live reports whether a read succeeded within the last d: a tailer that
+// cannot read the outbox must not let its consumers believe they are current.
+func (t *Tailer) Live(d time.Duration) bool {
+	last := t.lastOK.Load()
+	return last != 0 && t.o.Now().Sub(time.Unix(0, last)) <= d
 }
 
 // Cursor is the sequence number of the last event handed to the sink (or
@@ -133,11 +146,14 @@ func (t *Tailer) Run(ctx context.Context) error {
 // drain has caught up, events older than the horizon are skipped.
 func (t *Tailer) drain(ctx context.Context) error {
 	for {
-		evs, err := t.src.EventsSince(ctx, t.cursor.Load(), t.o.Batch)
+		rctx, cancel := context.WithTimeout(ctx, readTimeout)
+		evs, err := t.src.EventsSince(rctx, t.cursor.Load(), t.o.Batch)
+		cancel()
 		t.reads.Add(1)
 		if err != nil {
 			return err
 		}
+		t.lastOK.Store(t.o.Now().UnixNano())
 		if len(evs) == 0 {
 			t.caughtUp = true
 			return nil

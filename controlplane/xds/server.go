@@ -47,6 +47,12 @@ type Options struct {
 	// not served, so a misdirected Envoy logs why rather than run without
 	// listeners. The options are read once, by New.
 	Envoy *EnvoyOptions
+	// Live, when set, gates the heartbeat: while it reports false (the
+	// outbox tailer feeding Publish cannot read the database), the
+	// heartbeat is not refreshed, so sidecars stop hearing from this server
+	// and, past their staleness bound, stop trusting their caches instead
+	// of missing revocations made through other replicas.
+	Live func() bool
 }
 
 const (
@@ -77,6 +83,8 @@ type Server struct {
 	gen       uint64
 	watermark int64
 	beat      time.Time // the heartbeat's time, strictly increasing
+	live      func() bool
+	withdrawn bool // the heartbeat is withdrawn because live reported false
 
 	// Read without mu, by accessors, metrics and the stream callbacks.
 	watermarkSeen atomic.Int64
@@ -130,6 +138,7 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
+		live:      o.Live,
 		retention: o.Retention,
 		interval:  o.HeartbeatInterval,
 		now:       o.Now,
@@ -270,6 +279,23 @@ func (s *Server) tick() {
 	s.queue = s.queue[i:]
 	if len(s.queue) == 0 {
 		s.queue = nil
+	}
+	if s.live != nil && !s.live() {
+		// Withdraw the heartbeat: clients count only responses that carry
+		// one, so neither open nor reconnecting streams look current.
+		if !s.withdrawn {
+			s.withdrawn = true
+			s.log.Warn("xds: the outbox cannot be read; heartbeat withdrawn so that sidecars stop trusting their caches")
+			expired = append(expired, HeartbeatName)
+		}
+		if len(expired) > 0 {
+			s.apply(nil, expired)
+		}
+		return
+	}
+	if s.withdrawn {
+		s.withdrawn = false
+		s.log.Info("xds: the outbox is readable again; heartbeat restored")
 	}
 	s.apply(map[string]types.Resource{HeartbeatName: s.heartbeat(now)}, expired)
 }

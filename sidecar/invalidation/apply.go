@@ -54,6 +54,15 @@ func (c *Client) handle(resp *discoveryv3.DeltaDiscoveryResponse, st *streamStat
 		delete(c.versions, name)
 		delete(st.rejected, name)
 	}
+	// Only a response carrying the heartbeat says the server is current: a
+	// control plane that cannot read its outbox withdraws it.
+	beat := false
+	for _, r := range resp.GetResources() {
+		if r.GetName() == HeartbeatName {
+			beat = true
+			break
+		}
+	}
 	if len(st.rejected) > 0 {
 		c.log.Warn("applied an invalidation response; the watermark stays held by rejected resources",
 			"rejected", len(st.rejected), "watermark", c.watermark.Load())
@@ -62,6 +71,9 @@ func (c *Client) handle(resp *discoveryv3.DeltaDiscoveryResponse, st *streamStat
 	if maxSeq > c.watermark.Load() {
 		c.applier.Advance(maxSeq)
 		c.watermark.Store(maxSeq)
+	}
+	if !beat {
+		return req
 	}
 	if !st.synced {
 		st.synced = true

@@ -84,6 +84,18 @@ func (l lifetimes) entryFor(res credential.Result, err error, now time.Time) (*E
 	return e, true
 }
 
+// bound caps the times of an entry read from the shared cache at what this
+// sidecar would have given it, so that a peer with a larger TTL or a clock
+// ahead cannot make an entry outlive the tombstones that guard it.
+func (l lifetimes) bound(e *Entry, now time.Time) {
+	if limit := now.Add(max(l.ttl, l.negative)); e.Fresh.After(limit) {
+		e.Fresh = limit
+	}
+	if limit := e.Fresh.Add(l.stale); e.Keep.After(limit) {
+		e.Keep = limit
+	}
+}
+
 // wireEntry is an Entry as stored in the shared cache: JSON, so that sidecars
 // of different versions can read each other's entries (unknown fields are
 // ignored, a missing field reads as its zero value).

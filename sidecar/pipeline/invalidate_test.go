@@ -123,3 +123,19 @@ func TestStaleServeNeverOutlivesAnInvalidation(t *testing.T) {
 		t.Fatalf("an invalidated entry was served stale: %+v", v)
 	}
 }
+
+// An invalidation heard while the upstream call of a stale-if-error
+// candidate was failing must stop that entry from being served.
+func TestNoStaleServeOfAKeyInvalidatedDuringTheCall(t *testing.T) {
+	clk := &clock{now: time.Now()}
+	up := newUpstream()
+	up.set("key-one", valid("k1"), nil)
+	p := newPipeline(t, up, pipeline.Options{TTL: 10 * time.Second, StaleIfError: time.Hour, Now: clk.Now})
+	authorize(p, presented("key-one"))
+	clk.Add(time.Minute) // past the TTL: the next check goes upstream
+	up.down.Store(true)
+	up.during = func() { p.Invalidate(credential.DefaultTenant, "k1", 9) }
+	if v := authorize(p, presented("key-one")); v.Err == nil {
+		t.Fatalf("served stale after hearing of the change: %+v", v)
+	}
+}

@@ -66,7 +66,9 @@ func (l *memoryLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	l.stats.l1Misses.Add(1)
 	e, err := l.next.lookup(ctx, q)
 	if err != nil {
-		if ok && q.now.Before(old.Keep) && isOutage(err) {
+		// Checked again: the stream may have delivered an invalidation of
+		// this key, or gone stale, while the upstream call was failing.
+		if ok && q.now.Before(old.Keep) && isOutage(err) && !l.inv.stale(old) && l.inv.usable() {
 			l.stats.staleServed.Add(1)
 			q.source = extauthz.CacheStale
 			return old, nil
@@ -89,6 +91,7 @@ func isOutage(err error) bool {
 // sharedLayer is L2: the shared cache. Its failures are misses: a dead Redis
 // costs latency, never an answer.
 type sharedLayer struct {
+	life  lifetimes
 	store cache.Store
 	next  layer
 	stats *counters
@@ -113,6 +116,7 @@ func (l *sharedLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 		l.log.Debug("shared cache unavailable", slog.Any("error", err))
 	case ok:
 		if e, ok := decodeEntry(b); ok && !l.inv.stale(e) {
+			l.life.bound(e, q.now)
 			if q.now.Before(e.Fresh) {
 				l.stats.l2Hits.Add(1)
 				q.source = extauthz.CacheHit
@@ -126,7 +130,7 @@ func (l *sharedLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	}
 	e, err := l.next.lookup(ctx, q)
 	if err != nil {
-		if old != nil && q.now.Before(old.Keep) && isOutage(err) {
+		if old != nil && q.now.Before(old.Keep) && isOutage(err) && !l.inv.stale(old) && l.inv.usable() {
 			l.stats.staleServed.Add(1)
 			q.source = extauthz.CacheStale
 			return old, nil
@@ -310,6 +314,9 @@ func (j *jwks) refetch(ctx context.Context, seen *token.KeySet) (*token.KeySet, 
 // fetchLocked fetches the keys; on failure it keeps the set it has.
 func (j *jwks) fetchLocked(ctx context.Context) (*token.KeySet, error) {
 	old := j.set.Load()
+	// Failed attempts count too, so that forged kids cannot turn an
+	// unreachable JWKS endpoint into a stream of upstream calls.
+	j.fetched = j.now()
 	b, err := j.up.JWKS(ctx)
 	if err != nil {
 		if old != nil {
@@ -326,7 +333,6 @@ func (j *jwks) fetchLocked(ctx context.Context) (*token.KeySet, error) {
 		return nil, &credential.Error{Kind: credential.ErrUnavailable, Reason: "BAD_UPSTREAM_RESPONSE", Message: "The signing keys are not available."}
 	}
 	j.set.Store(ks)
-	j.fetched = j.now()
 	return ks, nil
 }
 

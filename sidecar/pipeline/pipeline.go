@@ -19,6 +19,7 @@ package pipeline
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -120,11 +121,13 @@ func New(up Upstream, o Options) (*Pipeline, error) {
 	p.inv.now = o.Now
 	p.inv.keep = 2*max(o.TTL, o.NegativeTTL) + o.StaleIfError
 
+	// The shared cache sits inside the flight: concurrent misses of one
+	// credential make one Redis round trip, not one each.
 	var next layer = &upstreamLayer{up: up, life: life, stats: &p.stats, inv: &p.inv}
-	next = &flightLayer{next: next, inv: &p.inv}
 	if o.Shared != nil {
-		next = &sharedLayer{store: o.Shared, next: next, stats: &p.stats, log: o.Logger, inv: &p.inv}
+		next = &sharedLayer{life: life, store: o.Shared, next: next, stats: &p.stats, log: o.Logger, inv: &p.inv}
 	}
+	next = &flightLayer{next: next, inv: &p.inv}
 	next = &jwtLayer{keys: p.jwks, life: life, skew: o.JWTClockSkew, next: next, stats: &p.stats, inv: &p.inv}
 	p.head = &memoryLayer{c: l1, next: next, stats: &p.stats, inv: &p.inv}
 	return p, nil
@@ -147,7 +150,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	return p.jwks.run(ctx)
 }
 
-// Close releases the in-process cache.
+// Close releases the in-process cache. Call it only once nothing serves
+// through the pipeline any more (ristretto panics on a Set after Close).
 func (p *Pipeline) Close() {
 	if p.closed.CompareAndSwap(false, true) {
 		p.l1.Close()
@@ -156,9 +160,9 @@ func (p *Pipeline) Close() {
 
 // Authorize decides on one presented credential.
 func (p *Pipeline) Authorize(ctx context.Context, pr credential.Presented) extauthz.Verdict {
-	if err := localReject(pr.Credential); err != nil {
+	if len(pr.Credential) == 0 || len(pr.Credential) > maxCredentialBytes {
 		p.stats.localRejects.Add(1)
-		return extauthz.Verdict{Err: err}
+		return extauthz.Verdict{Err: errTooLong}
 	}
 	if pr.Tenant == "" {
 		pr.Tenant = credential.DefaultTenant
@@ -172,6 +176,12 @@ func (p *Pipeline) Authorize(ctx context.Context, pr credential.Presented) extau
 			p.stats.l1Hits.Add(1)
 			return extauthz.Verdict{Result: e.Result, Err: check(e, pr.ClientIP, now), Cache: extauthz.CacheHit}
 		}
+	}
+	// A miss: reject what no upstream could accept before asking anyone (a
+	// key that fails this can never have been cached, so hits skip it).
+	if err := localReject(pr.Credential); err != nil {
+		p.stats.localRejects.Add(1)
+		return extauthz.Verdict{Err: err}
 	}
 	q := &query{p: pr, key: key, now: now, noCache: !usable}
 	e, err := p.head.lookup(ctx, q)
@@ -244,8 +254,10 @@ func cacheKey(p credential.Presented) string {
 	if len(p.ExpectedAudiences) > 0 {
 		h := sha256.New()
 		h.Write(k[:])
+		var n [8]byte
 		for _, a := range p.ExpectedAudiences {
-			h.Write([]byte{0})
+			binary.BigEndian.PutUint64(n[:], uint64(len(a)))
+			h.Write(n[:])
 			h.Write([]byte(a))
 		}
 		h.Sum(k[:0])

@@ -34,6 +34,9 @@ type fakeUpstream struct {
 	down  atomic.Bool
 	calls atomic.Int64
 	gate  chan struct{} // when set, Verify waits for it
+	// during, when set, runs inside Verify: what happens while a call is
+	// in flight.
+	during func()
 }
 
 func newUpstream() *fakeUpstream {
@@ -44,6 +47,9 @@ func (f *fakeUpstream) Verify(ctx context.Context, p credential.Presented) (cred
 	f.calls.Add(1)
 	if f.gate != nil {
 		<-f.gate
+	}
+	if f.during != nil {
+		f.during()
 	}
 	if f.down.Load() {
 		return credential.Result{}, &credential.Error{Kind: credential.ErrUnavailable, Reason: "SERVICE_UNAVAILABLE"}
