@@ -34,6 +34,10 @@ func (c *Client) handle(resp *discoveryv3.DeltaDiscoveryResponse, st *streamStat
 	if err != nil {
 		c.nacks.Add(1)
 		c.synced.Store(false)
+		// A rejected response may have carried a revocation: stop trusting
+		// the caches now rather than at the staleness bound. The next
+		// applied response that clears the rejection resyncs (and flushes).
+		c.stop()
 		for _, r := range resp.GetResources() {
 			if r.GetName() != HeartbeatName {
 				st.rejected[r.GetName()] = struct{}{}
@@ -100,6 +104,6 @@ func (c *Client) heard() {
 		}
 		c.log.Info("invalidation stream resynced; cached verdicts are fresh again")
 	}
-	c.lastHeard.Store(c.now().UnixNano())
+	c.lastHeard.Store(c.sinceBase(c.now()))
 	c.fresh.Store(true)
 }

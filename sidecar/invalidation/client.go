@@ -114,10 +114,14 @@ type Client struct {
 	running atomic.Bool
 
 	// Read lock-free, by Fresh and State.
-	fresh      atomic.Bool
-	connected  atomic.Bool
-	synced     atomic.Bool
-	lastHeard  atomic.Int64 // unix nanoseconds; 0 before the first sync
+	fresh     atomic.Bool
+	connected atomic.Bool
+	synced    atomic.Bool
+	// lastHeard is when a heartbeat was last applied, as nanoseconds since
+	// base plus one (0: never). Durations from base use the monotonic
+	// clock, so a wall-clock step cannot stretch the staleness bound.
+	lastHeard  atomic.Int64
+	base       time.Time
 	watermark  atomic.Int64
 	reconnects atomic.Uint64
 	applied    atomic.Uint64
@@ -173,6 +177,7 @@ func New(a Applier, o Options) (*Client, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.base = c.now()
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -253,7 +258,7 @@ func (c *Client) State() State {
 		NACKs:      c.nacks.Load(),
 	}
 	if n := c.lastHeard.Load(); n != 0 {
-		s.LastHeard = time.Unix(0, n)
+		s.LastHeard = c.base.Add(time.Duration(n - 1))
 	}
 	return s
 }
@@ -355,7 +360,7 @@ func (c *Client) check() {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.fresh.Load() && now.UnixNano()-c.lastHeard.Load() > int64(c.maxStale) {
+	if c.fresh.Load() && c.sinceBase(now)-c.lastHeard.Load() > int64(c.maxStale) {
 		c.fresh.Store(false)
 		c.lapsed = true
 		c.log.Warn("nothing heard from the control plane within the staleness bound; cached verdicts are no longer fresh",
@@ -428,3 +433,6 @@ func recvErr(s grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, disco
 		}
 	}
 }
+
+// sinceBase is t as nanoseconds since base plus one, the form of lastHeard.
+func (c *Client) sinceBase(t time.Time) int64 { return int64(t.Sub(c.base)) + 1 }

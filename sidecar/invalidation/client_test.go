@@ -269,6 +269,11 @@ func TestClient_Fresh_heldByNACK(t *testing.T) {
 	if nack := fs.nextRequest(t); nack.GetErrorDetail() == nil {
 		t.Fatalf("got %v, want a NACK", nack)
 	}
+	// The rejected response may have held a revocation: the caches stop
+	// being trusted at once, not at the staleness bound.
+	if c.Fresh() {
+		t.Fatal("Fresh right after a NACK, want false")
+	}
 	// Heartbeats keep the stream alive (each arrives within MaxStaleness/2
 	// of the last) but do not count as heard.
 	for range 2 {

@@ -78,5 +78,5 @@ func (c *Client) secondsSinceHeard() float64 {
 	if n == 0 {
 		return math.Inf(1)
 	}
-	return float64(c.now().UnixNano()-n) / 1e9
+	return float64(c.sinceBase(c.now())-n) / 1e9
 }
