@@ -40,6 +40,9 @@ type Config struct {
 	GRPCAddr    string // API (gRPC), default port 4421
 	MetricsAddr string // metrics + health, default port 4422
 	HTTP        httpapi.Options
+	// SidecarTokens authorize the sidecar protocol (Verifier, xDS) but not
+	// the admin API; admin tokens authorize both.
+	SidecarTokens httpapi.AdminTokens
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration
 }
@@ -102,8 +105,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	s.metrics = &http.Server{Handler: mmux, ReadHeaderTimeout: 5 * time.Second}
 
 	s.grpcSrv = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(recoverUnary(log), adminAuthUnary(cfg.HTTP.AdminTokens)),
-		grpc.ChainStreamInterceptor(recoverStream(log), adminAuthStream(cfg.HTTP.AdminTokens)),
+		grpc.ChainUnaryInterceptor(recoverUnary(log), adminAuthUnary(cfg.HTTP.AdminTokens, cfg.SidecarTokens)),
+		grpc.ChainStreamInterceptor(recoverStream(log), adminAuthStream(cfg.HTTP.AdminTokens, cfg.SidecarTokens)),
 		grpc.MaxRecvMsgSize(int(max(cfg.HTTP.MaxBodyBytes, 1<<20))),
 	)
 	mode := cfg.HTTP.Mode
@@ -190,38 +193,46 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // adminAuthUnary requires a configured bearer token (metadata
-// "authorization: Bearer …") on the admin service and the sidecar protocol
-// when tokens are set.
-func adminAuthUnary(tokens httpapi.AdminTokens) grpc.UnaryServerInterceptor {
+// "authorization: Bearer …"): an admin token on the admin service, an admin or
+// sidecar token on the sidecar protocol.
+func adminAuthUnary(admin, sidecar httpapi.AdminTokens) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if tokens.Enabled() && (strings.HasPrefix(info.FullMethod, "/talos.v2alpha1.ApiKeys/") || strings.HasPrefix(info.FullMethod, "/talos.sidecar.v1.Verifier/")) {
-			var auth string
-			if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get("authorization")) > 0 {
-				auth = md.Get("authorization")[0]
-			}
-			if !tokens.Allow(auth) {
-				return nil, status.Error(codes.Unauthenticated, "a valid admin bearer token is required")
-			}
+		if err := authorize(ctx, info.FullMethod, admin, sidecar); err != nil {
+			return nil, err
 		}
 		return handler(ctx, req)
 	}
 }
 
-// adminAuthStream requires a configured bearer token on the xDS streams
-// when tokens are set: they reveal which keys change.
-func adminAuthStream(tokens httpapi.AdminTokens) grpc.StreamServerInterceptor {
+// adminAuthStream is adminAuthUnary for the xDS streams, which reveal which
+// keys change.
+func adminAuthStream(admin, sidecar httpapi.AdminTokens) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if tokens.Enabled() && strings.HasPrefix(info.FullMethod, "/envoy.service.discovery.v3.") {
-			var auth string
-			if md, ok := metadata.FromIncomingContext(ss.Context()); ok && len(md.Get("authorization")) > 0 {
-				auth = md.Get("authorization")[0]
-			}
-			if !tokens.Allow(auth) {
-				return status.Error(codes.Unauthenticated, "a valid admin bearer token is required")
-			}
+		if err := authorize(ss.Context(), info.FullMethod, admin, sidecar); err != nil {
+			return err
 		}
 		return handler(srv, ss)
 	}
+}
+
+var errNeedToken = status.Error(codes.Unauthenticated, "a valid bearer token is required")
+
+func authorize(ctx context.Context, method string, admin, sidecar httpapi.AdminTokens) error {
+	var auth string
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get("authorization")) > 0 {
+		auth = md.Get("authorization")[0]
+	}
+	switch {
+	case strings.HasPrefix(method, "/talos.v2alpha1.ApiKeys/"):
+		if admin.Enabled() && !admin.Allow(auth) {
+			return errNeedToken
+		}
+	case strings.HasPrefix(method, "/talos.sidecar.v1.Verifier/"), strings.HasPrefix(method, "/envoy.service.discovery.v3."):
+		if (admin.Enabled() || sidecar.Enabled()) && !admin.Allow(auth) && !sidecar.Allow(auth) {
+			return errNeedToken
+		}
+	}
+	return nil
 }
 
 func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {

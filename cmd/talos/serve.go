@@ -247,10 +247,15 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		grpcServices = append(grpcServices, xs.Register)
 		runners = append(runners, xs.Run, tl.Run)
 	}
+	var sidecarTokens []string
+	for _, t := range cfg.Serve.Admin.Auth.SidecarTokens {
+		sidecarTokens = append(sidecarTokens, t.Value())
+	}
 	srv, err := controlplane.New(ctx, controlplane.Config{
-		HTTPAddr:    hostPort(cfg.Serve.HTTP.Host, cfg.Serve.HTTP.Port),
-		GRPCAddr:    hostPort(cfg.Serve.GRPC.Host, cfg.Serve.GRPC.Port),
-		MetricsAddr: hostPort(cfg.Serve.Metrics.Host, cfg.Serve.Metrics.Port),
+		SidecarTokens: httpapi.NewAdminTokens(sidecarTokens),
+		HTTPAddr:      hostPort(cfg.Serve.HTTP.Host, cfg.Serve.HTTP.Port),
+		GRPCAddr:      hostPort(cfg.Serve.GRPC.Host, cfg.Serve.GRPC.Port),
+		MetricsAddr:   hostPort(cfg.Serve.Metrics.Host, cfg.Serve.Metrics.Port),
 		HTTP: httpapi.Options{
 			Mode:                 mode,
 			MaxBodyBytes:         cfg.Serve.HTTP.MaxBodyBytes,
@@ -272,8 +277,13 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 	} else if need := pc.Cache.TTL.D() + pc.StaleIfError.D(); cfg.Invalidation.Retention.D() < need {
 		return fmt.Errorf("invalidation.retention (%s) must be at least proxy.cache.ttl + proxy.stale_if_error (%s)", cfg.Invalidation.Retention, need)
 	}
-	if pc.UpstreamToken.IsZero() && len(tokens) > 0 {
-		pc.UpstreamToken = cfg.Serve.Admin.Auth.BearerTokens[0]
+	if pc.UpstreamToken.IsZero() {
+		// The least-privileged token that works: a sidecar token.
+		if st := cfg.Serve.Admin.Auth.SidecarTokens; len(st) > 0 {
+			pc.UpstreamToken = st[0]
+		} else if len(tokens) > 0 {
+			pc.UpstreamToken = cfg.Serve.Admin.Auth.BearerTokens[0]
+		}
 	}
 	px, closeProxy, err := buildProxy(ctx, pc, log)
 	if err != nil {

@@ -114,6 +114,10 @@ type Admin struct {
 // unauthenticated, as in Ory Talos.
 type AdminAuth struct {
 	BearerTokens []Secret `koanf:"bearer_tokens"`
+	// SidecarTokens authorize the sidecar protocol only (the Verifier
+	// service and the xDS stream), so a sidecar host never holds a token that
+	// can issue or revoke keys.
+	SidecarTokens []Secret `koanf:"sidecar_tokens"`
 }
 
 // Credentials is the credentials section.

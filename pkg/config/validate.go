@@ -59,6 +59,11 @@ func (c *Config) Validate() error {
 			fail(fmt.Sprintf("serve.admin.auth.bearer_tokens[%d]", i), "must be at least %d characters, got %d", MinSecretLength, n)
 		}
 	}
+	for i, t := range c.Serve.Admin.Auth.SidecarTokens {
+		if n := utf8.RuneCountInString(t.Value()); n < MinSecretLength {
+			fail(fmt.Sprintf("serve.admin.auth.sidecar_tokens[%d]", i), "must be at least %d characters, got %d", MinSecretLength, n)
+		}
+	}
 
 	// Credentials.
 	cr := c.Credentials
