@@ -99,10 +99,70 @@ func (t *Tailer) Live(d time.Duration) bool {
 // skipped as too old).
 func (t *Tailer) Cursor() int64 { return t.cursor.Load() }
 
-// Prime reads the whole retained outbox once, before the sink's consumers
-// are served, so that a control plane that restarts never presents a stream
+// Prime reads the retained outbox once, before the sink's consumers are
+// served, so that a control plane that restarts never presents a stream
 // without the invalidations it should carry. Run then continues from there.
-func (t *Tailer) Prime(ctx context.Context) error { return t.drain(ctx) }
+// It skips the history older than the horizon without reading it (see
+// seek), so a long outbox costs a few dozen index lookups, not a scan.
+func (t *Tailer) Prime(ctx context.Context) error {
+	if err := t.seek(ctx); err != nil {
+		return err
+	}
+	return t.drain(ctx)
+}
+
+// seek moves the cursor to just before the first event inside the horizon.
+// Event times grow with their sequence numbers (up to clock steps between
+// replicas, which at worst replay a few extra events), so an exponential
+// then binary search over "the first event after cursor c" finds it with
+// O(log n) primary-key lookups.
+func (t *Tailer) seek(ctx context.Context) error {
+	old := t.o.Now().Add(-t.o.Horizon)
+	// firstAfter returns the first event after c; ok false past the end.
+	firstAfter := func(c int64) (credential.Event, bool, error) {
+		rctx, cancel := context.WithTimeout(ctx, readTimeout)
+		defer cancel()
+		evs, err := t.src.EventsSince(rctx, c, 1)
+		if err != nil || len(evs) == 0 {
+			return credential.Event{}, false, err
+		}
+		return evs[0], true, nil
+	}
+	// recent reports whether the first event after c is inside the horizon
+	// (or there is none): the cursor may move to c.
+	recent := func(c int64) (bool, error) {
+		e, ok, err := firstAfter(c)
+		return !ok || !e.Time.Before(old), err
+	}
+	if ok, err := recent(0); err != nil || ok {
+		return err
+	}
+	lo, hi := int64(0), int64(1) // recent(lo) is false; find hi with recent(hi)
+	for {
+		ok, err := recent(hi)
+		if err != nil {
+			return err
+		}
+		if ok {
+			break
+		}
+		lo, hi = hi, hi*2
+	}
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		ok, err := recent(mid)
+		if err != nil {
+			return err
+		}
+		if ok {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	t.cursor.Store(hi)
+	return nil
+}
 
 // Run tails until ctx ends. Store errors are logged and retried with backoff
 // up to ten poll intervals; they never end the loop.

@@ -124,3 +124,49 @@ func TestSurvivesStoreErrors(t *testing.T) {
 	src.mu.Unlock()
 	waitFor(t, "read after recovery", func() bool { return len(c.got()) == 1 })
 }
+
+// countingSource counts reads, to show that Prime does not scan history.
+type countingSource struct {
+	memSource
+	reads int
+}
+
+func (c *countingSource) EventsSince(ctx context.Context, cursor int64, limit int) ([]credential.Event, error) {
+	c.reads++
+	return c.memSource.EventsSince(ctx, cursor, limit)
+}
+
+func TestPrimeSkipsOldHistoryWithoutReadingIt(t *testing.T) {
+	now := time.Now()
+	src := &countingSource{}
+	for i := range 5000 {
+		src.add(now.Add(-time.Hour+time.Duration(i)*time.Millisecond), credential.EventRevoked)
+	}
+	src.add(now, credential.EventRevoked, credential.EventDeleted) // 5001, 5002
+	var c collector
+	tl := outbox.New(src, c.sink, outbox.Options{Batch: 100, Horizon: 10 * time.Minute})
+	if err := tl.Prime(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.got(); len(got) != 2 || got[0] != 5001 || got[1] != 5002 {
+		t.Fatalf("sink got %v, want [5001 5002]", got)
+	}
+	if tl.Cursor() != 5002 {
+		t.Fatalf("cursor = %d", tl.Cursor())
+	}
+	if src.reads > 40 {
+		t.Fatalf("%d reads to skip 5000 old events; want a search, not a scan", src.reads)
+	}
+
+	// Nothing old: nothing skipped.
+	src2 := &memSource{}
+	src2.add(now, credential.EventRevoked, credential.EventRevoked)
+	var c2 collector
+	tl2 := outbox.New(src2, c2.sink, outbox.Options{Horizon: 10 * time.Minute})
+	if err := tl2.Prime(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := c2.got(); len(got) != 2 {
+		t.Fatalf("sink got %v", got)
+	}
+}
