@@ -50,6 +50,6 @@ func newInvalidation(e credential.Event, typ string) *sidecarv1.Invalidation {
 }
 
 // newHeartbeat builds the heartbeat resource value.
-func newHeartbeat(watermark int64, at time.Time) *sidecarv1.Invalidation {
-	return &sidecarv1.Invalidation{Seq: watermark, Time: timestamppb.New(at)}
+func newHeartbeat(watermark, forgotten int64, at time.Time) *sidecarv1.Invalidation {
+	return &sidecarv1.Invalidation{Seq: watermark, Forgotten: forgotten, Time: timestamppb.New(at)}
 }

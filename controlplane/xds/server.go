@@ -82,6 +82,7 @@ type Server struct {
 	queue     []queued // publish order: the retention sweep pops its front
 	gen       uint64
 	watermark int64
+	forgotten int64 // the highest seq of an invalidation dropped by retention
 	beat      time.Time // the heartbeat's time, strictly increasing
 	live      func() bool
 	withdrawn bool // the heartbeat is withdrawn because live reported false
@@ -163,7 +164,7 @@ func New(o Options) (*Server, error) {
 	s.cache = cachev3.NewLinearCache(InvalidationType,
 		cachev3.WithVersionPrefix(rand.Text()[:8]+"-"),
 		cachev3.WithLogger(logger),
-		cachev3.WithInitialResources(map[string]types.Resource{HeartbeatName: newHeartbeat(0, s.beat)}),
+		cachev3.WithInitialResources(map[string]types.Resource{HeartbeatName: newHeartbeat(0, 0, s.beat)}),
 	)
 	caches := typeMux{InvalidationType: s.cache}
 	if o.Envoy != nil {
@@ -274,6 +275,7 @@ func (s *Server) tick() {
 		if e, ok := s.entries[q.name]; ok && e.gen == q.gen {
 			delete(s.entries, q.name)
 			expired = append(expired, q.name)
+			s.forgotten = max(s.forgotten, e.inv.GetSeq())
 		}
 	}
 	s.queue = s.queue[i:]
@@ -310,7 +312,7 @@ func (s *Server) heartbeat(now time.Time) *sidecarv1.Invalidation {
 	}
 	s.beat = now
 	s.watermarkSeen.Store(s.watermark)
-	return newHeartbeat(s.watermark, now)
+	return newHeartbeat(s.watermark, s.forgotten, now)
 }
 
 // apply makes one cache update. Called with mu held.

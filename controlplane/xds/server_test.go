@@ -282,10 +282,18 @@ func TestServer_Retention(t *testing.T) {
 	s.Publish([]credential.Event{event(2, "t", "young", credential.EventRevoked)})
 	c.until(func(_ update, st *state) bool { return st.invs["t/old"] != nil && st.invs["t/young"] != nil })
 
+	if f := c.state.invs[xds.HeartbeatName].GetForgotten(); f != 0 {
+		t.Errorf("heartbeat forgotten = %d before any expiry, want 0", f)
+	}
 	clock.Add(45 * time.Second) // old is 75s old, young 45s
 	c.until(func(u update, _ *state) bool { return slices.Contains(u.removed, "t/old") })
 	if c.state.invs["t/young"] == nil || s.Resources() != 1 {
 		t.Errorf("after old expired: client holds %v, server %d resources; want t/young and 1", slices.Collect(maps.Keys(c.state.invs)), s.Resources())
+	}
+	// The heartbeat says which invalidations are gone: verdicts tagged below
+	// seq 1 can no longer be checked.
+	if f := c.state.invs[xds.HeartbeatName].GetForgotten(); f != 1 {
+		t.Errorf("heartbeat forgotten = %d after seq 1 expired, want 1", f)
 	}
 	mustConsistent(t, s)
 

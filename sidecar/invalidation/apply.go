@@ -30,7 +30,7 @@ type streamState struct {
 // it would tell the pipeline it knows a change it never saw.
 func (c *Client) handle(resp *discoveryv3.DeltaDiscoveryResponse, st *streamState) *discoveryv3.DeltaDiscoveryRequest {
 	req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: TypeURL, ResponseNonce: resp.GetNonce()}
-	invs, maxSeq, err := decode(resp)
+	invs, maxSeq, forgotten, err := decode(resp)
 	if err != nil {
 		c.nacks.Add(1)
 		c.synced.Store(false)
@@ -71,6 +71,9 @@ func (c *Client) handle(resp *discoveryv3.DeltaDiscoveryResponse, st *streamStat
 		c.log.Warn("applied an invalidation response; the watermark stays held by rejected resources",
 			"rejected", len(st.rejected), "watermark", c.watermark.Load())
 		return req
+	}
+	if forgotten > 0 {
+		c.applier.Forget(forgotten)
 	}
 	if maxSeq > c.watermark.Load() {
 		c.applier.Advance(maxSeq)

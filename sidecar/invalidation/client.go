@@ -29,6 +29,10 @@ type Applier interface {
 	Invalidate(tenant credential.Tenant, keyID credential.KeyID, seq int64)
 	// Advance records that every change up to seq is known (the watermark).
 	Advance(seq int64)
+	// Forget says the server no longer holds the invalidations up to seq:
+	// every cached verdict tagged below it is stale, since the tombstone
+	// that would mark it may be gone.
+	Forget(seq int64)
 }
 
 // Defaults of Options.

@@ -36,6 +36,7 @@ type fakeADS struct {
 	mu        sync.Mutex
 	resources map[string]*discoveryv3.Resource // key resources by name
 	watermark int64
+	forgotten int64         // the heartbeat's forgotten seq
 	counter   int           // versions and nonces
 	current   *fakeStream   // the live stream, if any
 	hold      chan struct{} // when set, new streams wait for it to close
@@ -155,7 +156,7 @@ func (f *fakeADS) DeltaAggregatedResources(s grpc.BidiStreamingServer[discoveryv
 // heartbeat, with a new nonce.
 func (f *fakeADS) responseLocked(resources []*discoveryv3.Resource) *discoveryv3.DeltaDiscoveryResponse {
 	f.counter++
-	hb := mustResource(&sidecarv1.Invalidation{Seq: f.watermark}, invalidation.HeartbeatName, "hb"+strconv.Itoa(f.counter))
+	hb := mustResource(&sidecarv1.Invalidation{Seq: f.watermark, Forgotten: f.forgotten}, invalidation.HeartbeatName, "hb"+strconv.Itoa(f.counter))
 	return &discoveryv3.DeltaDiscoveryResponse{
 		TypeUrl:   invalidation.TypeURL,
 		Nonce:     "n" + strconv.Itoa(f.counter),
@@ -308,6 +309,12 @@ func (a *fakeApplier) Invalidate(tenant credential.Tenant, keyID credential.KeyI
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.calls = append(a.calls, fmt.Sprintf("inv %s/%s %d", tenant, keyID, seq))
+}
+
+func (a *fakeApplier) Forget(seq int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = append(a.calls, fmt.Sprintf("forget %d", seq))
 }
 
 func (a *fakeApplier) Advance(seq int64) {

@@ -39,36 +39,38 @@ type invalidation struct {
 // HeartbeatName or "<tenant>/<key_id>" of its own value, or whose seq is
 // negative fails the whole response: the error says which, and carries no
 // secret (resources hold none).
-func decode(resp *discoveryv3.DeltaDiscoveryResponse) ([]invalidation, int64, error) {
+//
+// forgotten is the heartbeat's forgotten seq (0 without a heartbeat).
+func decode(resp *discoveryv3.DeltaDiscoveryResponse) (out []invalidation, maxSeq, forgotten int64, err error) {
 	if u := resp.GetTypeUrl(); u != TypeURL {
-		return nil, 0, fmt.Errorf("unexpected type %q", u)
+		return nil, 0, 0, fmt.Errorf("unexpected type %q", u)
 	}
-	var (
-		out    []invalidation
-		maxSeq int64
-		inv    sidecarv1.Invalidation
-	)
+	var inv sidecarv1.Invalidation
 	for _, r := range resp.GetResources() {
 		name := r.GetName()
 		if r.GetResource() == nil {
-			return nil, 0, fmt.Errorf("resource %q has no value", name)
+			return nil, 0, 0, fmt.Errorf("resource %q has no value", name)
 		}
 		if err := r.GetResource().UnmarshalTo(&inv); err != nil {
-			return nil, 0, fmt.Errorf("resource %q: %w", name, err)
+			return nil, 0, 0, fmt.Errorf("resource %q: %w", name, err)
 		}
 		if inv.GetSeq() < 0 {
-			return nil, 0, fmt.Errorf("resource %q has negative seq %d", name, inv.GetSeq())
+			return nil, 0, 0, fmt.Errorf("resource %q has negative seq %d", name, inv.GetSeq())
 		}
 		maxSeq = max(maxSeq, inv.GetSeq())
 		if name == HeartbeatName {
 			if inv.GetTenant() != "" || inv.GetKeyId() != "" {
-				return nil, 0, fmt.Errorf("resource %q names a key", name)
+				return nil, 0, 0, fmt.Errorf("resource %q names a key", name)
 			}
+			if inv.GetForgotten() < 0 || inv.GetForgotten() > inv.GetSeq() {
+				return nil, 0, 0, fmt.Errorf("resource %q has forgotten seq %d outside [0, %d]", name, inv.GetForgotten(), inv.GetSeq())
+			}
+			forgotten = inv.GetForgotten()
 			continue
 		}
 		tenant, keyID, ok := strings.Cut(name, "/")
 		if !ok || tenant == "" || keyID == "" || tenant != inv.GetTenant() || keyID != inv.GetKeyId() {
-			return nil, 0, fmt.Errorf("resource name %q is not <tenant>/<key_id> of its value", name)
+			return nil, 0, 0, fmt.Errorf("resource name %q is not <tenant>/<key_id> of its value", name)
 		}
 		out = append(out, invalidation{
 			name:    name,
@@ -78,5 +80,5 @@ func decode(resp *discoveryv3.DeltaDiscoveryResponse) ([]invalidation, int64, er
 			seq:     inv.GetSeq(),
 		})
 	}
-	return out, maxSeq, nil
+	return out, maxSeq, forgotten, nil
 }

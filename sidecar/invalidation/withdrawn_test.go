@@ -1,6 +1,7 @@
 package invalidation_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -43,5 +44,24 @@ func TestClient_Fresh_needsHeartbeat(t *testing.T) {
 	checkRequest(t, fs.nextRequest(t), ack(nonce))
 	if !c.Fresh() {
 		t.Fatal("not fresh once the heartbeat is back")
+	}
+}
+
+// TestClient_Forget passes the heartbeat's forgotten seq to the Applier.
+func TestClient_Forget(t *testing.T) {
+	t.Parallel()
+	f := newFakeADS(t)
+	a := &fakeApplier{}
+	c := newTestClient(t, f, a, invalidation.Options{})
+	run(t, c)
+	fs := f.waitSynced(t)
+	f.mu.Lock()
+	f.forgotten = 2
+	f.mu.Unlock()
+	nonce := f.publish(key("t", "k", 3))
+	checkRequest(t, fs.nextRequest(t), ack(nonce))
+	got := a.snapshot()
+	if !slices.Contains(got, "forget 2") {
+		t.Fatalf("applier calls %v, want forget 2", got)
 	}
 }

@@ -113,3 +113,15 @@ func (p *Pipeline) Resync() {
 
 // Watermark is the highest outbox sequence number heard.
 func (p *Pipeline) Watermark() int64 { return p.inv.watermark.Load() }
+
+// Forget implements invalidation.Applier: the server dropped the
+// invalidations up to seq after its retention, so verdicts tagged below seq
+// can no longer be checked against them and are all stale.
+func (p *Pipeline) Forget(seq int64) {
+	for {
+		cur := p.inv.floor.Load()
+		if seq <= cur || p.inv.floor.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}

@@ -139,3 +139,27 @@ func TestNoStaleServeOfAKeyInvalidatedDuringTheCall(t *testing.T) {
 		t.Fatalf("served stale after hearing of the change: %+v", v)
 	}
 }
+
+// When the server forgets invalidations (retention), verdicts tagged before
+// them are misses: their tombstones may be gone.
+func TestForgottenInvalidationsMakeOlderVerdictsStale(t *testing.T) {
+	up := newUpstream()
+	up.set("key-one", valid("k1"), nil)
+	p := newPipeline(t, up, pipeline.Options{TTL: time.Hour})
+	authorize(p, presented("key-one")) // tagged 0
+	p.Advance(5)
+	if v := authorize(p, presented("key-one")); v.Cache != extauthz.CacheHit {
+		t.Fatalf("before: %+v", v)
+	}
+	p.Forget(3)
+	if v := authorize(p, presented("key-one")); v.Cache != extauthz.CacheMiss {
+		t.Fatalf("a verdict tagged below the forgotten seq was served: %+v", v)
+	}
+	if v := authorize(p, presented("key-one")); v.Cache != extauthz.CacheHit {
+		t.Fatalf("the refetched verdict (tagged 5): %+v", v)
+	}
+	p.Forget(2) // never lowers the floor
+	if v := authorize(p, presented("key-one")); v.Cache != extauthz.CacheHit {
+		t.Fatalf("after a lower forget: %+v", v)
+	}
+}

@@ -191,10 +191,6 @@ func (p *Pipeline) Authorize(ctx context.Context, pr credential.Presented) extau
 	return extauthz.Verdict{Result: e.Result, Err: check(e, pr.ClientIP, now), Cache: q.source}
 }
 
-// Forget drops every cached verdict of the process (not of the shared
-// cache).
-func (p *Pipeline) Forget() { p.l1.Clear() }
-
 // Wait makes preceding in-process cache writes visible; for tests.
 func (p *Pipeline) Wait() { p.l1.Wait() }
 
