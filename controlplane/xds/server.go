@@ -82,7 +82,7 @@ type Server struct {
 	queue     []queued // publish order: the retention sweep pops its front
 	gen       uint64
 	watermark int64
-	forgotten int64 // the highest seq of an invalidation dropped by retention
+	forgotten int64     // the highest seq of an invalidation dropped by retention
 	beat      time.Time // the heartbeat's time, strictly increasing
 	live      func() bool
 	withdrawn bool // the heartbeat is withdrawn because live reported false
