@@ -3,7 +3,11 @@ package extauthz
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/talos-project/talos/pkg/credential"
 )
@@ -70,6 +74,35 @@ type Verdict struct {
 	// Cache says where the verdict came from; it is shown in the
 	// Ory-Talos-Cache header of verify responses.
 	Cache CacheStatus
+	// Memo, when set, belongs to the cached verdict this one came from:
+	// the rendered parts of an allow are kept there and shared by every
+	// later allow of the same verdict. Nil renders every allow afresh.
+	Memo *Memo
+}
+
+// Memo keeps the rendered upstream headers and dynamic metadata of an allow
+// next to the cached verdict they were rendered from. The zero value is
+// empty and ready. A Memo must belong to one immutable verdict; parts made
+// by another Server are ignored.
+type Memo struct{ p atomic.Pointer[allowParts] }
+
+// allowParts are the request-independent parts of an allow. They are shared
+// by many responses and never modified.
+type allowParts struct {
+	srv  *Server
+	hs   []header
+	opts []*corev3.HeaderValueOption
+	meta *structpb.Struct
+}
+
+func (m *Memo) load(s *Server) *allowParts {
+	if m == nil {
+		return nil
+	}
+	if p := m.p.Load(); p != nil && p.srv == s {
+		return p
+	}
+	return nil
 }
 
 // Options configure a Server. The zero value of each field takes the default

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 	"time"
 
@@ -192,7 +193,7 @@ func (s *Server) Check(ctx context.Context, r *authv3.CheckRequest) (*authv3.Che
 	req := FromCheckRequest(r, &s.opts)
 	v, d := s.decide(ctx, &req)
 	if d == nil {
-		resp := s.okResponse(r, &req, &v.Result)
+		resp := s.okResponse(r, &req, &v.Result, v.Memo)
 		s.observe("grpc", v, http.StatusOK, start)
 		return resp, nil
 	}
@@ -236,7 +237,25 @@ type headerAllocation struct {
 	hv  corev3.HeaderValue
 }
 
-func (s *Server) okResponse(r *authv3.CheckRequest, req *Request, res *credential.Result) *authv3.CheckResponse {
+// okReused is an allow whose upstream headers and dynamic metadata come from
+// a Memo: only the envelope and the per-request removals are new.
+type okReused struct {
+	resp authv3.CheckResponse
+	wrap authv3.CheckResponse_OkResponse
+	ok   authv3.OkHttpResponse
+}
+
+func (s *Server) okResponse(r *authv3.CheckRequest, req *Request, res *credential.Result, memo *Memo) *authv3.CheckResponse {
+	if p := memo.load(s); p != nil {
+		a := &okReused{}
+		a.ok.Headers = p.opts
+		a.ok.HeadersToRemove = s.checkToRemove(r, req, p.hs)
+		a.wrap.OkResponse = &a.ok
+		a.resp.Status = s.static.okStatus
+		a.resp.HttpResponse = &a.wrap
+		a.resp.DynamicMetadata = p.meta
+		return &a.resp
+	}
 	var buf [8]header
 	hs := s.upstream(buf[:0], req, res)
 	own := 0
@@ -267,6 +286,11 @@ func (s *Server) okResponse(r *authv3.CheckRequest, req *Request, res *credentia
 	a.resp.Status = s.static.okStatus
 	a.resp.HttpResponse = &a.wrap
 	s.dynamicMetadata(a, req, res)
+	if memo != nil && res.Tenant != "" {
+		// Nothing above depends on the request once the result names its
+		// tenant: keep the parts for the next allow of this verdict.
+		memo.p.Store(&allowParts{srv: s, hs: slices.Clone(hs), opts: opts, meta: a.resp.DynamicMetadata})
+	}
 	return &a.resp
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/talos-project/talos/extauthz"
 	"github.com/talos-project/talos/pkg/credential"
 )
 
@@ -22,6 +23,8 @@ type Entry struct {
 	// Tag is the invalidation watermark when the verdict was fetched (see
 	// invalidations).
 	Tag int64
+	// memo keeps the rendered allow of this verdict for extauthz.
+	memo extauthz.Memo
 }
 
 // entryOverhead is the memory an entry costs beyond its variable-length

@@ -174,7 +174,7 @@ func (p *Pipeline) Authorize(ctx context.Context, pr credential.Presented) extau
 	if usable {
 		if e, ok := p.l1.Get(key); ok && now.Before(e.Fresh) && !p.inv.stale(e) {
 			p.stats.l1Hits.Add(1)
-			return extauthz.Verdict{Result: e.Result, Err: check(e, pr.ClientIP, now), Cache: extauthz.CacheHit}
+			return extauthz.Verdict{Result: e.Result, Err: check(e, pr.ClientIP, now), Cache: extauthz.CacheHit, Memo: &e.memo}
 		}
 	}
 	// A miss: reject what no upstream could accept before asking anyone (a
@@ -188,7 +188,7 @@ func (p *Pipeline) Authorize(ctx context.Context, pr credential.Presented) extau
 	if err != nil {
 		return extauthz.Verdict{Err: err, Cache: q.source}
 	}
-	return extauthz.Verdict{Result: e.Result, Err: check(e, pr.ClientIP, now), Cache: q.source}
+	return extauthz.Verdict{Result: e.Result, Err: check(e, pr.ClientIP, now), Cache: q.source, Memo: &e.memo}
 }
 
 // Wait makes preceding in-process cache writes visible; for tests.
