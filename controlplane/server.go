@@ -7,7 +7,6 @@ package controlplane
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -31,6 +29,7 @@ import (
 	"github.com/talos-project/talos/controlplane/keys"
 	sidecarpb "github.com/talos-project/talos/pkg/api/talos/sidecar/v1"
 	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
+	"github.com/talos-project/talos/pkg/serve"
 	"github.com/talos-project/talos/pkg/telemetry"
 )
 
@@ -150,46 +149,18 @@ func (s *Server) MetricsAddr() net.Addr { return s.metricLn.Addr() }
 // the shutdown timeout. It returns the first serving error, or nil after a
 // clean shutdown.
 func (s *Server) Run(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
-	serveHTTP := func(srv *http.Server, ln net.Listener, name string) {
-		g.Go(func() error {
-			s.log.Info(name+" server started", slog.String("addr", ln.Addr().String()))
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("%s server: %w", name, err)
-			}
-			return nil
-		})
-	}
-	g.Go(func() error { return s.keys.Run(gctx) })
-	for _, r := range s.runners {
-		g.Go(func() error { return r(gctx) })
-	}
-	serveHTTP(s.httpSrv, s.httpLn, "HTTP")
-	serveHTTP(s.metrics, s.metricLn, "Metrics")
-	g.Go(func() error {
-		s.log.Info("gRPC server started", slog.String("addr", s.grpcLn.Addr().String()))
-		if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("gRPC server: %w", err)
-		}
-		return nil
+	return serve.Run(ctx, serve.Group{
+		HTTP: []serve.HTTP{
+			{Name: "HTTP", Server: s.httpSrv, Listener: s.httpLn},
+			{Name: "Metrics", Server: s.metrics, Listener: s.metricLn},
+		},
+		GRPC:            serve.GRPC{Name: "gRPC", Server: s.grpcSrv, Listener: s.grpcLn},
+		Tasks:           append([]func(context.Context) error{s.keys.Run}, s.runners...),
+		OnShutdown:      s.health.Shutdown,
+		Timeout:         s.cfg.ShutdownTimeout,
+		Logger:          s.log,
+		ShutdownMessage: "shutting down",
 	})
-	g.Go(func() error {
-		<-gctx.Done()
-		s.log.Info("shutting down")
-		s.health.Shutdown()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
-		defer cancel()
-		stopped := make(chan struct{})
-		go func() { s.grpcSrv.GracefulStop(); close(stopped) }()
-		err := errors.Join(s.httpSrv.Shutdown(sctx), s.metrics.Shutdown(sctx))
-		select {
-		case <-stopped:
-		case <-sctx.Done():
-			s.grpcSrv.Stop()
-		}
-		return err
-	})
-	return g.Wait()
 }
 
 // adminAuthUnary requires a configured bearer token (metadata

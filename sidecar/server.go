@@ -20,13 +20,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/talos-project/talos/extauthz"
+	"github.com/talos-project/talos/pkg/serve"
 )
 
 // Config is the listener configuration of a sidecar.
@@ -181,43 +181,20 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // Run serves until ctx ends, then shuts every listener down gracefully within
 // the shutdown timeout.
 func (s *Server) Run(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
-	for _, r := range s.deps.Runners {
-		g.Go(func() error { return r.Run(gctx) })
+	tasks := make([]func(context.Context) error, len(s.deps.Runners))
+	for i, r := range s.deps.Runners {
+		tasks[i] = r.Run
 	}
-	serveHTTP := func(srv *http.Server, ln net.Listener, name string) {
-		g.Go(func() error {
-			s.log.Info(name+" server started", slog.String("addr", ln.Addr().String()))
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("%s server: %w", name, err)
-			}
-			return nil
-		})
-	}
-	serveHTTP(s.httpSrv, s.httpLn, "Proxy HTTP")
-	serveHTTP(s.metrics, s.metricLn, "Proxy metrics")
-	g.Go(func() error {
-		s.log.Info("ext_authz server started", slog.String("addr", s.grpcLn.Addr().String()))
-		if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("ext_authz server: %w", err)
-		}
-		return nil
+	return serve.Run(ctx, serve.Group{
+		HTTP: []serve.HTTP{
+			{Name: "Proxy HTTP", Server: s.httpSrv, Listener: s.httpLn},
+			{Name: "Proxy metrics", Server: s.metrics, Listener: s.metricLn},
+		},
+		GRPC:            serve.GRPC{Name: "ext_authz", Server: s.grpcSrv, Listener: s.grpcLn},
+		Tasks:           tasks,
+		OnShutdown:      s.health.Shutdown,
+		Timeout:         s.cfg.ShutdownTimeout,
+		Logger:          s.log,
+		ShutdownMessage: "proxy shutting down",
 	})
-	g.Go(func() error {
-		<-gctx.Done()
-		s.log.Info("proxy shutting down")
-		s.health.Shutdown()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
-		defer cancel()
-		stopped := make(chan struct{})
-		go func() { s.grpcSrv.GracefulStop(); close(stopped) }()
-		err := errors.Join(s.httpSrv.Shutdown(sctx), s.metrics.Shutdown(sctx))
-		select {
-		case <-stopped:
-		case <-sctx.Done():
-			s.grpcSrv.Stop()
-		}
-		return err
-	})
-	return g.Wait()
 }

@@ -258,39 +258,7 @@ func TestE2E_InvalidationAcrossControlPlaneRestart(t *testing.T) {
 // waits (also called at cleanup).
 func runServerEnv(t *testing.T, dir, grpcPort string) (*testServer, func()) {
 	t.Helper()
-	env := []string{
-		"TALOS_SERVE_HTTP_HOST=127.0.0.1", "TALOS_SERVE_HTTP_PORT=0",
-		"TALOS_SERVE_GRPC_HOST=127.0.0.1", "TALOS_SERVE_GRPC_PORT=" + grpcPort,
-		"TALOS_SERVE_METRICS_HOST=127.0.0.1", "TALOS_SERVE_METRICS_PORT=0",
-		"TALOS_CREDENTIALS_ISSUER=http://talos.test",
-		"TALOS_SECRETS_HMAC_CURRENT=e2e-secret-that-is-long-enough-0123456789",
-		"TALOS_DB_DSN=sqlite://" + dir + "/talos.db",
-		"TALOS_LOG_LEVEL=debug",
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	sink := &logSink{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve"}, env, io.Discard, sink) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("serve returned %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Error("serve did not stop within 30s")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	s := &testServer{log: sink}
-	s.http = "http://" + sink.waitAddr(t, "HTTP server started")
-	s.grpc = sink.waitAddr(t, "gRPC server started")
-	s.metrics = "http://" + sink.waitAddr(t, "Metrics server started")
-	return s, stop
+	return launchServer(t, []string{"serve"}, serverEnv(dir, grpcPort))
 }
 
 // TestE2E_InvalidationAcrossReplicas runs two control-plane replicas on one

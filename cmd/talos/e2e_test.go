@@ -82,40 +82,56 @@ func startServer(t *testing.T, extraEnv ...string) *testServer {
 // startServerMode is startServer for `serve admin` or `serve public`.
 func startServerMode(t *testing.T, mode string, extraEnv ...string) *testServer {
 	t.Helper()
-	dir := t.TempDir()
-	env := append([]string{
+	args := []string{"serve"}
+	if mode != "" {
+		args = append(args, mode)
+	}
+	s, _ := launchServer(t, args, append(serverEnv(t.TempDir(), "0"), extraEnv...))
+	return s
+}
+
+// serverEnv is the environment of a test control plane on the SQLite
+// database in dir, on ephemeral ports but for the gRPC port given ("0": any).
+func serverEnv(dir, grpcPort string) []string {
+	return []string{
 		"TALOS_SERVE_HTTP_HOST=127.0.0.1", "TALOS_SERVE_HTTP_PORT=0",
-		"TALOS_SERVE_GRPC_HOST=127.0.0.1", "TALOS_SERVE_GRPC_PORT=0",
+		"TALOS_SERVE_GRPC_HOST=127.0.0.1", "TALOS_SERVE_GRPC_PORT=" + grpcPort,
 		"TALOS_SERVE_METRICS_HOST=127.0.0.1", "TALOS_SERVE_METRICS_PORT=0",
 		"TALOS_CREDENTIALS_ISSUER=http://talos.test",
 		"TALOS_SECRETS_HMAC_CURRENT=e2e-secret-that-is-long-enough-0123456789",
 		"TALOS_DB_DSN=sqlite://" + filepath.Join(dir, "talos.db"),
 		"TALOS_LOG_LEVEL=debug",
-	}, extraEnv...)
+	}
+}
+
+// launchServer runs `talos <args>` through run() and waits for its listeners.
+// The returned stop shuts it down and waits; it also runs at cleanup.
+func launchServer(t *testing.T, args, env []string) (*testServer, func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	sink := &logSink{}
 	done := make(chan error, 1)
-	args := []string{"serve"}
-	if mode != "" {
-		args = append(args, mode)
-	}
 	go func() { done <- run(ctx, args, env, io.Discard, sink) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve returned %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("serve returned %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("serve did not stop within 30s")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop within 30s")
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	s := &testServer{log: sink}
 	s.http = "http://" + sink.waitAddr(t, "HTTP server started")
 	s.grpc = sink.waitAddr(t, "gRPC server started")
 	s.metrics = "http://" + sink.waitAddr(t, "Metrics server started")
-	return s
+	return s, stop
 }
 
 func sdk(base string) *ory.APIClient {
