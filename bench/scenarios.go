@@ -214,7 +214,8 @@ func runL2Redis(ctx context.Context, r *runner, fl *fleet, rep *report) error {
 	if err != nil {
 		return err
 	}
-	shared := []string{"TALOS_PROXY_CACHE_REDIS_ENABLED=true", "TALOS_PROXY_CACHE_REDIS_ADDRS=" + r.o.redis, "TALOS_PROXY_CACHE_REDIS_KEY_PREFIX=" + prefix}
+	shared := []string{"TALOS_PROXY_CACHE_REDIS_ENABLED=true", "TALOS_PROXY_CACHE_REDIS_ADDRS=" + r.o.redis, "TALOS_PROXY_CACHE_REDIS_KEY_PREFIX=" + prefix,
+		"TALOS_PROXY_CACHE_REDIS_SECRET=bench-redis-secret-0123456789abcdef0123"}
 	warm, err := r.startSidecar(ctx, fl, "warming sidecar", cp.grpc, shared...)
 	if err != nil {
 		return err

@@ -167,7 +167,7 @@ func TestE2E_InvalidationFaults(t *testing.T) {
 	link := newTCPProxy(t, srv.grpc)
 	env := []string{
 		"TALOS_PROXY_CACHE_TTL=1h", "TALOS_PROXY_STALE_IF_ERROR=1h", "TALOS_PROXY_INVALIDATION_MAX_STALENESS=1s",
-		"TALOS_PROXY_CACHE_REDIS_ENABLED=true", "TALOS_PROXY_CACHE_REDIS_ADDRS=" + redisAddr,
+		"TALOS_PROXY_CACHE_REDIS_ENABLED=true", "TALOS_PROXY_CACHE_REDIS_ADDRS=" + redisAddr, "TALOS_PROXY_CACHE_REDIS_SECRET=" + e2eRedisSecret,
 		"TALOS_PROXY_CACHE_REDIS_KEY_PREFIX=talos-e2e:" + uuid.NewString() + ":",
 	}
 	a := startProxy(t, link.addr, env...)

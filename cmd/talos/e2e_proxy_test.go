@@ -21,6 +21,10 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
+// e2eRedisSecret is the proxy.cache.redis.secret of test sidecars sharing a
+// Redis.
+const e2eRedisSecret = "e2e-redis-secret-0123456789abcdef0123"
+
 type testProxy struct {
 	grpc    string // ext_authz address
 	http    string // base URL of the HTTP authorization listener
@@ -179,7 +183,7 @@ func TestE2E_Sidecar(t *testing.T) {
 		// This test is about the TTL bound; push invalidation has its own.
 		"TALOS_PROXY_INVALIDATION_ENABLED=false",
 		"TALOS_PROXY_CACHE_TTL=1s", "TALOS_PROXY_CACHE_NEGATIVE_TTL=1s", "TALOS_PROXY_STALE_IF_ERROR=5m",
-		"TALOS_PROXY_CACHE_REDIS_ENABLED=true", "TALOS_PROXY_CACHE_REDIS_ADDRS=" + redisAddr,
+		"TALOS_PROXY_CACHE_REDIS_ENABLED=true", "TALOS_PROXY_CACHE_REDIS_ADDRS=" + redisAddr, "TALOS_PROXY_CACHE_REDIS_SECRET=" + e2eRedisSecret,
 		"TALOS_PROXY_CACHE_REDIS_KEY_PREFIX=talos-e2e:" + uuid.NewString() + ":",
 	}
 	a := startProxy(t, link.addr, shared...)

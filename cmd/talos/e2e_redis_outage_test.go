@@ -53,7 +53,7 @@ func TestE2E_SidecarRedisDies(t *testing.T) {
 	srv := startServer(t)
 	p := startProxy(t, srv.grpc,
 		// A short TTL keeps the load going through L2 and upstream.
-		"TALOS_PROXY_CACHE_TTL=50ms", "TALOS_PROXY_CACHE_REDIS_ENABLED=true", "TALOS_PROXY_CACHE_REDIS_ADDRS="+redisAddr,
+		"TALOS_PROXY_CACHE_TTL=50ms", "TALOS_PROXY_CACHE_REDIS_ENABLED=true", "TALOS_PROXY_CACHE_REDIS_ADDRS="+redisAddr, "TALOS_PROXY_CACHE_REDIS_SECRET="+e2eRedisSecret,
 		"TALOS_PROXY_CACHE_REDIS_TIMEOUT=100ms", "TALOS_PROXY_CACHE_REDIS_KEY_PREFIX=talos-e2e:"+uuid.NewString()+":",
 	)
 	c := sdk(srv.http)

@@ -97,7 +97,8 @@ func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sideca
 
 	pl, err := pipeline.New(up, pipeline.Options{
 		TTL: pc.Cache.TTL.D(), NegativeTTL: pc.Cache.NegativeTTL.D(), StaleIfError: pc.StaleIfError.D(),
-		MemoryBytes: pc.Cache.Memory.MaxSize, Shared: shared, Logger: log,
+		CheckTimeout: pc.CheckTimeout.D(), MemoryBytes: pc.Cache.Memory.MaxSize,
+		Shared: shared, SharedSecret: []byte(pc.Cache.Redis.Secret.Value()), Logger: log,
 	})
 	if err != nil {
 		return fail(err)

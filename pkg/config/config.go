@@ -536,6 +536,7 @@ func Defaults() Config {
 		Proxy: Proxy{
 			Upstream:        "127.0.0.1:4421",
 			UpstreamTimeout: Duration(2 * time.Second),
+			CheckTimeout:    Duration(200 * time.Millisecond),
 			UpstreamRetries: 2,
 			ExtAuthz:        ProxyListener{Host: "0.0.0.0", Port: 9191},
 			HTTP:            ProxyListener{Host: "0.0.0.0", Port: 4430},

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +23,12 @@ type Proxy struct {
 	UpstreamToken Secret `koanf:"upstream_token"`
 	// UpstreamTimeout bounds one upstream attempt; it is always > 0.
 	UpstreamTimeout Duration `koanf:"upstream_timeout"`
+	// CheckTimeout is the time budget of one check: once it has passed, a
+	// check still waiting for the upstream is answered from a usable stale
+	// cache entry (as stale-if-error would), and the upstream call goes on
+	// in the background. Always > 0; keep it under the time the proxy in
+	// front gives a check (Envoy's ext_authz timeout, 250ms by default).
+	CheckTimeout Duration `koanf:"check_timeout"`
 	// UpstreamRetries is how many times an UNAVAILABLE call is retried (with
 	// backoff), 0 to MaxProxyUpstreamRetries.
 	UpstreamRetries int `koanf:"upstream_retries"`
@@ -103,6 +110,13 @@ type ProxyRedis struct {
 	Redis   `koanf:",squash"`
 	// KeyPrefix namespaces Talos's keys in a shared Redis.
 	KeyPrefix string `koanf:"key_prefix"`
+	// Secret is shared by the sidecars of one Redis (and by nobody else; it
+	// is not the HMAC secret): Redis keys are keyed hashes under it and
+	// entries are encrypted and authenticated with it, so that Redis holds
+	// nothing that tests a guessed credential and accepts nothing written
+	// without it. Required, at least MinSecretLength characters, when
+	// Enabled.
+	Secret Secret `koanf:"secret"`
 }
 
 // ProxyHeaders is proxy.headers: what the proxy adds to, or removes from, an
@@ -167,6 +181,11 @@ func (c Config) ValidateProxy() error {
 		errs = append(errs, fmt.Errorf(path+": "+format, args...))
 	}
 	checkProxy(c.Proxy, fail)
+	if r := c.Proxy.Cache.Redis; r.Enabled && !r.Secret.IsZero() &&
+		subtle.ConstantTimeCompare([]byte(r.Secret.Value()), []byte(c.Secrets.HMAC.Current.Value())) == 1 {
+		// The sidecars must never hold what verifies keys.
+		fail("proxy.cache.redis.secret", "must not be the HMAC secret (secrets.hmac.current): give the sidecars a secret of their own")
+	}
 	checkLog(c.Log, fail)
 	return errors.Join(errs...)
 }
@@ -198,6 +217,7 @@ func checkProxy(p Proxy, fail func(path, format string, args ...any)) {
 		positive bool
 	}{
 		{"proxy.upstream_timeout", p.UpstreamTimeout, true},
+		{"proxy.check_timeout", p.CheckTimeout, true},
 		{"proxy.cache.ttl", p.Cache.TTL, true},
 		{"proxy.cache.negative_ttl", p.Cache.NegativeTTL, false},
 		{"proxy.stale_if_error", p.StaleIfError, false},
@@ -231,6 +251,12 @@ func checkProxy(p Proxy, fail func(path, format string, args ...any)) {
 		}
 		if len(r.KeyPrefix) > MaxProxyRedisKeyPrefix || !redisKeyPrefixRE.MatchString(r.KeyPrefix) {
 			fail("proxy.cache.redis.key_prefix", "must be 1 to %d characters without spaces (got %q)", MaxProxyRedisKeyPrefix, r.KeyPrefix)
+		}
+		switch n := utf8.RuneCountInString(r.Secret.Value()); {
+		case n == 0:
+			fail("proxy.cache.redis.secret", "must be set when proxy.cache.redis.enabled is true: the sidecars sharing a Redis must share a secret of at least %d characters (not the HMAC secret), or anyone who can write to that Redis can plant allows", MinSecretLength)
+		case n < MinSecretLength:
+			fail("proxy.cache.redis.secret", "must be at least %d characters, got %d", MinSecretLength, n)
 		}
 	}
 

@@ -11,7 +11,10 @@ import (
 	"github.com/talos-project/talos/pkg/config"
 )
 
-const testToken = "tok-0123456789abcdef0123456789abcdef"
+const (
+	testToken       = "tok-0123456789abcdef0123456789abcdef"
+	testRedisSecret = "redis-secret-0123456789abcdef0123456789"
+)
 
 func mustLoadProxy(t *testing.T, files []string, env []string) config.Config {
 	t.Helper()
@@ -53,8 +56,10 @@ func proxyYAML() config.Config {
 					TLS:             config.RedisTLS{Enabled: true},
 				},
 				KeyPrefix: "shared:talos:",
+				Secret:    config.NewSecret(testRedisSecret),
 			},
 		},
+		CheckTimeout:      config.Duration(150 * time.Millisecond),
 		StaleIfError:      config.Duration(10 * time.Minute),
 		Invalidation:      config.ProxyInvalidation{Enabled: true, MaxStaleness: config.Duration(15 * time.Second)},
 		CredentialHeaders: []string{"x-api-key", "authorization", "x-goog-api-key"},
@@ -84,6 +89,7 @@ func TestLoadProxy_Defaults(t *testing.T) {
 	want := config.Proxy{
 		Upstream:        "127.0.0.1:4421",
 		UpstreamTimeout: config.Duration(2 * time.Second),
+		CheckTimeout:    config.Duration(200 * time.Millisecond),
 		UpstreamRetries: 2,
 		ExtAuthz:        config.ProxyListener{Host: "0.0.0.0", Port: 9191},
 		HTTP:            config.ProxyListener{Host: "0.0.0.0", Port: 4430},
@@ -222,6 +228,8 @@ func TestLoadProxy_Env(t *testing.T) {
 				"TALOS_PROXY_CACHE_REDIS_TIMEOUT=250ms",
 				"TALOS_PROXY_CACHE_REDIS_TLS_ENABLED=true",
 				"TALOS_PROXY_CACHE_REDIS_KEY_PREFIX=tenant-a:talos:",
+				"TALOS_PROXY_CACHE_REDIS_SECRET=" + testRedisSecret,
+				"TALOS_PROXY_CHECK_TIMEOUT=100ms",
 			},
 			want: func(c *config.Config) {
 				p := &c.Proxy
@@ -233,6 +241,8 @@ func TestLoadProxy_Env(t *testing.T) {
 				p.Cache.Redis.Timeout = config.Duration(250 * time.Millisecond)
 				p.Cache.Redis.TLS.Enabled = true
 				p.Cache.Redis.KeyPrefix = "tenant-a:talos:"
+				p.Cache.Redis.Secret = config.NewSecret(testRedisSecret)
+				p.CheckTimeout = config.Duration(100 * time.Millisecond)
 			},
 		},
 		{
@@ -517,7 +527,24 @@ func TestConfig_ValidateProxy(t *testing.T) {
 		{"disabled redis is not checked", func(c *config.Config) {
 			c.Proxy.Cache.Redis.Addrs, c.Proxy.Cache.Redis.Timeout, c.Proxy.Cache.Redis.KeyPrefix = nil, 0, ""
 		}, ""},
-		{"enabled redis", func(c *config.Config) { c.Proxy.Cache.Redis.Enabled = true }, ""},
+		{"zero check timeout", func(c *config.Config) { c.Proxy.CheckTimeout = 0 }, "proxy.check_timeout: must be greater than 0"},
+		{"negative check timeout", func(c *config.Config) { c.Proxy.CheckTimeout = -1 }, "proxy.check_timeout: must not be negative"},
+		{"enabled redis", func(c *config.Config) {
+			c.Proxy.Cache.Redis.Enabled = true
+			c.Proxy.Cache.Redis.Secret = config.NewSecret(testRedisSecret)
+		}, ""},
+		{"enabled redis without a secret", func(c *config.Config) {
+			c.Proxy.Cache.Redis.Enabled = true
+		}, "proxy.cache.redis.secret: must be set when proxy.cache.redis.enabled is true"},
+		{"enabled redis with a short secret", func(c *config.Config) {
+			c.Proxy.Cache.Redis.Enabled = true
+			c.Proxy.Cache.Redis.Secret = config.NewSecret("hunter2")
+		}, "proxy.cache.redis.secret: must be at least 32 characters, got 7"},
+		{"enabled redis with the HMAC secret", func(c *config.Config) {
+			c.Proxy.Cache.Redis.Enabled = true
+			c.Secrets.HMAC.Current = config.NewSecret("hunter2-" + testRedisSecret)
+			c.Proxy.Cache.Redis.Secret = config.NewSecret("hunter2-" + testRedisSecret)
+		}, "proxy.cache.redis.secret: must not be the HMAC secret"},
 		{"enabled redis without addresses", func(c *config.Config) {
 			c.Proxy.Cache.Redis.Enabled = true
 			c.Proxy.Cache.Redis.Addrs = nil
@@ -626,20 +653,21 @@ func TestConfig_MarshalJSON_Proxy(t *testing.T) {
 	}
 	proxy := doc["proxy"].(map[string]any)
 	redis := proxy["cache"].(map[string]any)["redis"].(map[string]any)
-	if redis["password"] != "[redacted]" || proxy["upstream_token"] != "[redacted]" {
-		t.Errorf("secrets are not redacted: password %v, upstream_token %v", redis["password"], proxy["upstream_token"])
+	if redis["password"] != "[redacted]" || proxy["upstream_token"] != "[redacted]" || redis["secret"] != "[redacted]" {
+		t.Errorf("secrets are not redacted: password %v, upstream_token %v, secret %v", redis["password"], proxy["upstream_token"], redis["secret"])
 	}
 	for _, k := range []string{"enabled", "addrs", "timeout", "tls", "key_prefix"} {
 		if _, ok := redis[k]; !ok {
 			t.Errorf("proxy.cache.redis has no %q in %v", k, redis)
 		}
 	}
-	if strings.Contains(string(b), "proxy-redis-password") || strings.Contains(string(b), testToken) {
+	if strings.Contains(string(b), "proxy-redis-password") || strings.Contains(string(b), testToken) || strings.Contains(string(b), testRedisSecret) {
 		t.Fatalf("a secret appears in %s", b)
 	}
 
 	// Put the secrets back, as an operator would after --print-config.
 	redis["password"] = want.Proxy.Cache.Redis.Password.Value()
+	redis["secret"] = want.Proxy.Cache.Redis.Secret.Value()
 	proxy["upstream_token"] = want.Proxy.UpstreamToken.Value()
 	b, err = json.Marshal(doc)
 	if err != nil {

@@ -54,8 +54,8 @@ func TestInvalidationReachesSharedEntries(t *testing.T) {
 	shared := redisStore(t, addr)
 	up := newUpstream()
 	up.set("key-one", valid("k1"), nil)
-	a := newPipeline(t, up, pipeline.Options{TTL: time.Hour, Shared: shared})
-	b := newPipeline(t, up, pipeline.Options{TTL: time.Hour, Shared: shared})
+	a := newPipeline(t, up, pipeline.Options{TTL: time.Hour, Shared: shared, SharedSecret: testSecret})
+	b := newPipeline(t, up, pipeline.Options{TTL: time.Hour, Shared: shared, SharedSecret: testSecret})
 	authorize(a, presented("key-one")) // in Redis, tagged 0
 
 	up.set("key-one", valid("k1"), errRevoked)

@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/singleflight"
-
 	"github.com/talos-project/talos/extauthz"
 	"github.com/talos-project/talos/pkg/cache"
 	"github.com/talos-project/talos/pkg/cache/memory"
@@ -28,6 +26,11 @@ type query struct {
 	// noCache skips cache reads (the invalidation stream is not current);
 	// answers are still written.
 	noCache bool
+	// stale is the entry L1 holds past its freshness, if any: the answer
+	// should the upstream be late or down.
+	stale *Entry
+	// flight is the shared call this lookup runs in, below flightLayer.
+	flight *flight
 }
 
 // layer answers a query from what it holds or asks the next layer. It
@@ -64,6 +67,9 @@ func (l *memoryLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 		return old, nil
 	}
 	l.stats.l1Misses.Add(1)
+	if ok {
+		q.stale = old
+	}
 	e, err := l.next.lookup(ctx, q)
 	if err != nil {
 		// Checked again: the stream may have delivered an invalidation of
@@ -75,7 +81,7 @@ func (l *memoryLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 		}
 		return nil, err
 	}
-	if keepable(e, q.now) {
+	if e != old && keepable(e, q.now) {
 		l.c.Set(q.key, e, e.cost(), e.Keep.Sub(q.now))
 	}
 	return e, nil
@@ -89,13 +95,17 @@ func isOutage(err error) bool {
 }
 
 // sharedLayer is L2: the shared cache. Its failures are misses: a dead Redis
-// costs latency, never an answer.
+// costs latency, never an answer. What it reads there is trusted only once
+// the sealer has authenticated it (see sealer): an entry that fails to open
+// is counted and treated as a miss, never as a verdict.
 type sharedLayer struct {
 	life  lifetimes
 	store cache.Store
+	seal  *sealer
 	next  layer
 	stats *counters
 	log   *slog.Logger
+	warn  rateGate
 	inv   *invalidations
 }
 
@@ -106,8 +116,9 @@ func (l *sharedLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 		ok  bool
 		err error
 	)
+	key := l.seal.key(q.key)
 	if !q.noCache {
-		b, ok, err = l.store.Get(ctx, q.key)
+		b, ok, err = l.store.Get(ctx, key)
 	}
 	switch {
 	case q.noCache:
@@ -115,7 +126,15 @@ func (l *sharedLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 		l.stats.l2Errors.Add(1)
 		l.log.Debug("shared cache unavailable", slog.Any("error", err))
 	case ok:
-		if e, ok := decodeEntry(b); ok && !l.inv.stale(e) {
+		plain, err := l.seal.open(key, b)
+		if err != nil {
+			l.stats.l2Rejected.Add(1)
+			if l.warn.allow(time.Now()) {
+				l.log.Warn("the shared cache holds an entry that is not sealed with proxy.cache.redis.secret: ignored (written by something that does not hold the secret, altered, or from a sidecar with another secret)")
+			}
+			break
+		}
+		if e, ok := decodeEntry(plain); ok && !l.inv.stale(e) {
 			l.life.bound(e, q.now)
 			if q.now.Before(e.Fresh) {
 				l.stats.l2Hits.Add(1)
@@ -123,6 +142,9 @@ func (l *sharedLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 				return e, nil
 			}
 			old = e
+			if q.flight != nil {
+				q.flight.offer(e)
+			}
 		}
 		l.stats.l2Misses.Add(1)
 	default:
@@ -139,12 +161,20 @@ func (l *sharedLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	}
 	if keepable(e, q.now) {
 		if b, err := encodeEntry(e); err == nil {
-			if err := l.store.Set(ctx, q.key, b, e.Keep.Sub(q.now)); err != nil {
+			if err := l.store.Set(ctx, key, l.seal.seal(key, b), e.Keep.Sub(q.now)); err != nil {
 				l.stats.l2Errors.Add(1)
 			}
 		}
 	}
 	return e, nil
+}
+
+// rateGate lets an event through at most once per minute.
+type rateGate struct{ last atomic.Int64 }
+
+func (g *rateGate) allow(now time.Time) bool {
+	last := g.last.Load()
+	return now.UnixNano()-last >= int64(time.Minute) && g.last.CompareAndSwap(last, now.UnixNano())
 }
 
 // flightLayer lets one upstream call per cache key be in flight; concurrent
@@ -154,35 +184,139 @@ func (l *sharedLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 //
 // The flight key carries the invalidation watermark: a lookup that starts
 // after a change was heard never joins a call that started before it.
+//
+// A hung upstream (or a hung database behind it) answers neither yes nor no
+// until the upstream timeout and its retries have passed, far beyond what
+// Envoy waits for a check (250ms by default). So once a call has taken
+// longer than budget, its callers are answered from a usable stale entry
+// when there is one (the caller's own from L1, or the one L2 offered to the
+// call), under the same conditions as stale-if-error, checked at that
+// moment: within the entry's Keep, not invalidated, the stream current. The
+// call goes on in the background, and its answer refreshes both caches. A
+// caller with no usable entry waits for the answer as before.
 type flightLayer struct {
-	g    singleflight.Group
-	next layer
-	inv  *invalidations
+	mu     sync.Mutex
+	calls  map[string]*flight // guarded by mu
+	next   layer
+	inv    *invalidations
+	budget time.Duration
+	now    func() time.Time
+	stats  *counters
+	// refresh stores in L1 an answer that some caller did not wait for
+	// (that caller's memoryLayer would have stored it).
+	refresh func(key string, e *Entry)
 }
 
-type flightResult struct {
+// flight is one shared call.
+type flight struct {
+	done   chan struct{} // closed once e, err and source are set
 	e      *Entry
+	err    error
 	source extauthz.CacheStatus
+
+	late    chan struct{} // closed once the call has taken budget
+	offered chan struct{} // closed once stale is set
+	stale   atomic.Pointer[Entry]
+	// detached is set by a caller answered before the call finished.
+	detached atomic.Bool
 }
+
+// offer makes e, a stale entry found on the way down (in L2), available to
+// the callers of f should the call be late. Only the first offer counts.
+func (f *flight) offer(e *Entry) {
+	if f.stale.CompareAndSwap(nil, e) {
+		close(f.offered)
+	}
+}
+
+var errCheckTimeout = &credential.Error{Kind: credential.ErrDeadlineExceeded, Reason: "GATEWAY_TIMEOUT", Message: "The verification did not finish in time."}
 
 func (l *flightLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	var w [8]byte
 	binary.BigEndian.PutUint64(w[:], uint64(l.inv.watermark.Load()))
-	ch := l.g.DoChan(q.key+string(w[:]), func() (any, error) {
-		inner := *q
-		e, err := l.next.lookup(context.WithoutCancel(ctx), &inner)
-		return flightResult{e, inner.source}, err
-	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
+	key := q.key + string(w[:])
+	l.mu.Lock()
+	f, joined := l.calls[key]
+	if !joined {
+		f = &flight{done: make(chan struct{}), late: make(chan struct{}), offered: make(chan struct{})}
+		l.calls[key] = f
+	}
+	l.mu.Unlock()
+	if !joined {
+		go l.run(context.WithoutCancel(ctx), key, f, *q)
+	}
+	late, offered := f.late, f.offered
+	for {
+		select {
+		case <-f.done:
+			return f.answer(q)
+		case <-ctx.Done():
+			return nil, errCheckTimeout
+		case <-late:
+			late = nil
+		case <-offered:
+			offered = nil
 		}
-		fr := r.Val.(flightResult)
-		q.source = fr.source
-		return fr.e, nil
-	case <-ctx.Done():
-		return nil, &credential.Error{Kind: credential.ErrDeadlineExceeded, Reason: "GATEWAY_TIMEOUT", Message: "The verification did not finish in time."}
+		if late != nil {
+			continue
+		}
+		if e := l.usableStale(q, f); e != nil {
+			// Set before looking at done: either run sees it and
+			// refreshes L1, or this caller sees the answer.
+			f.detached.Store(true)
+			select {
+			case <-f.done:
+				return f.answer(q)
+			default:
+			}
+			l.stats.staleServed.Add(1)
+			q.source = extauthz.CacheStale
+			return e, nil
+		}
+	}
+}
+
+func (f *flight) answer(q *query) (*Entry, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	q.source = f.source
+	return f.e, nil
+}
+
+// usableStale returns the stale entry q may be answered with now, or nil.
+func (l *flightLayer) usableStale(q *query, f *flight) *Entry {
+	if q.noCache {
+		return nil
+	}
+	var shared *Entry
+	select {
+	case <-f.offered:
+		shared = f.stale.Load()
+	default:
+	}
+	now := l.now()
+	for _, e := range [2]*Entry{q.stale, shared} {
+		if e != nil && now.Before(e.Keep) && !l.inv.stale(e) && l.inv.usable() {
+			return e
+		}
+	}
+	return nil
+}
+
+// run makes the shared call f.
+func (l *flightLayer) run(ctx context.Context, key string, f *flight, q query) {
+	t := time.AfterFunc(l.budget, func() { close(f.late) })
+	q.flight = f
+	e, err := l.next.lookup(ctx, &q)
+	t.Stop()
+	f.e, f.err, f.source = e, err, q.source
+	l.mu.Lock()
+	delete(l.calls, key)
+	l.mu.Unlock()
+	close(f.done)
+	if err == nil && f.detached.Load() {
+		l.refresh(q.key, e)
 	}
 }
 

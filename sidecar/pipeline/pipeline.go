@@ -13,7 +13,14 @@
 //
 // Cache keys are hashes of (tenant, credential, expected audiences): the raw
 // credential is never stored and never logged, and the sidecar never holds
-// the HMAC secret.
+// the HMAC secret. In process (L1) the hash is unkeyed; in the shared cache
+// (L2), which other machines can read and write, keys are keyed hashes and
+// entries are encrypted and authenticated under a secret the sidecars share
+// (see sealer).
+//
+// A check waits for the upstream at most Options.CheckTimeout when it
+// could be answered from a stale cached verdict: a hung control plane costs
+// that budget once per call, not the upstream timeout per check.
 package pipeline
 
 import (
@@ -23,6 +30,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,10 +65,23 @@ type Options struct {
 	// StaleIfError is how long past its TTL a cached verdict is served while
 	// the upstream is down; 0 disables.
 	StaleIfError time.Duration
+	// CheckTimeout is how long a check waits for the upstream before it is
+	// answered from a usable stale entry (one stale-if-error would serve),
+	// when there is one; the upstream call goes on in the background and
+	// its answer refreshes the caches. Without such an entry the check
+	// waits for the upstream as before. Keep it under the time the proxy in
+	// front gives a check (Envoy's ext_authz timeout: 250ms by default).
+	// Default 200ms.
+	CheckTimeout time.Duration
 	// MemoryBytes is the byte budget of the in-process cache. Default 64 MiB.
 	MemoryBytes int64
 	// Shared is the optional shared cache (Redis); nil for none.
 	Shared cache.Store
+	// SharedSecret is the secret the sidecars of one shared cache share
+	// (and nobody else: not the HMAC secret), at least MinSharedSecret
+	// bytes; required with Shared. Keys in the shared cache are keyed
+	// hashes under it and entries are sealed with it (see sealer).
+	SharedSecret []byte
 	// JWTClockSkew is the leeway on a derived JWT's exp/nbf/iat. Default 5m,
 	// the control plane's default.
 	JWTClockSkew time.Duration
@@ -73,14 +94,17 @@ type Options struct {
 
 // Pipeline implements extauthz.Authorizer.
 type Pipeline struct {
-	head   layer
-	l1     *memory.Cache[*Entry]
-	jwks   *jwks
-	now    func() time.Time
-	log    *slog.Logger
-	stats  counters
-	inv    invalidations
-	closed atomic.Bool
+	head  layer
+	l1    *memory.Cache[*Entry]
+	jwks  *jwks
+	now   func() time.Time
+	log   *slog.Logger
+	stats counters
+	inv   invalidations
+	// mu orders the background refreshes of L1 (calls that outlived the
+	// check that started them) before Close.
+	mu     sync.RWMutex
+	closed bool // guarded by mu
 }
 
 var _ extauthz.Authorizer = (*Pipeline)(nil)
@@ -102,8 +126,11 @@ func New(up Upstream, o Options) (*Pipeline, error) {
 	if o.JWKSRefresh <= 0 {
 		o.JWKSRefresh = 5 * time.Minute
 	}
-	if o.NegativeTTL < 0 || o.StaleIfError < 0 {
-		return nil, errors.New("pipeline: negative TTLs")
+	if o.CheckTimeout == 0 {
+		o.CheckTimeout = 200 * time.Millisecond
+	}
+	if o.NegativeTTL < 0 || o.StaleIfError < 0 || o.CheckTimeout < 0 {
+		return nil, errors.New("pipeline: negative durations")
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -125,9 +152,17 @@ func New(up Upstream, o Options) (*Pipeline, error) {
 	// credential make one Redis round trip, not one each.
 	var next layer = &upstreamLayer{up: up, life: life, stats: &p.stats, inv: &p.inv}
 	if o.Shared != nil {
-		next = &sharedLayer{life: life, store: o.Shared, next: next, stats: &p.stats, log: o.Logger, inv: &p.inv}
+		seal, err := newSealer(o.SharedSecret)
+		if err != nil {
+			l1.Close()
+			return nil, err
+		}
+		next = &sharedLayer{life: life, store: o.Shared, seal: seal, next: next, stats: &p.stats, log: o.Logger, inv: &p.inv}
 	}
-	next = &flightLayer{next: next, inv: &p.inv}
+	next = &flightLayer{
+		calls: map[string]*flight{}, next: next, inv: &p.inv, budget: o.CheckTimeout, now: o.Now, stats: &p.stats,
+		refresh: p.refresh,
+	}
 	next = &jwtLayer{keys: p.jwks, life: life, skew: o.JWTClockSkew, next: next, stats: &p.stats, inv: &p.inv}
 	p.head = &memoryLayer{c: l1, next: next, stats: &p.stats, inv: &p.inv}
 	return p, nil
@@ -153,8 +188,22 @@ func (p *Pipeline) Run(ctx context.Context) error {
 // Close releases the in-process cache. Call it only once nothing serves
 // through the pipeline any more (ristretto panics on a Set after Close).
 func (p *Pipeline) Close() {
-	if p.closed.CompareAndSwap(false, true) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		p.closed = true
 		p.l1.Close()
+	}
+}
+
+// refresh stores in L1 the answer of an upstream call that finished after
+// the check that started it was answered (from a stale entry). It may run
+// after Close, which it must not race with.
+func (p *Pipeline) refresh(key string, e *Entry) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if now := p.now(); !p.closed && keepable(e, now) {
+		p.l1.Set(key, e, e.cost(), e.Keep.Sub(now))
 	}
 }
 
@@ -264,12 +313,15 @@ func cacheKey(p credential.Presented) string {
 // Stats are the pipeline's counters since start.
 type Stats struct {
 	L1Hits, L1Misses, L2Hits, L2Misses, L2Errors uint64
-	JWTLocal, UpstreamCalls, UpstreamErrors      uint64
-	StaleServed, LocalRejects                    uint64
+	// L2Rejected counts shared-cache entries that failed authentication.
+	L2Rejected                              uint64
+	JWTLocal, UpstreamCalls, UpstreamErrors uint64
+	StaleServed, LocalRejects               uint64
 }
 
 type counters struct {
 	l1Hits, l1Misses, l2Hits, l2Misses, l2Errors atomic.Uint64
+	l2Rejected                                   atomic.Uint64
 	jwtLocal, upstreamCalls, upstreamErrors      atomic.Uint64
 	staleServed, localRejects                    atomic.Uint64
 }
@@ -279,7 +331,7 @@ func (p *Pipeline) Stats() Stats {
 	c := &p.stats
 	return Stats{
 		L1Hits: c.l1Hits.Load(), L1Misses: c.l1Misses.Load(), L2Hits: c.l2Hits.Load(), L2Misses: c.l2Misses.Load(),
-		L2Errors: c.l2Errors.Load(), JWTLocal: c.jwtLocal.Load(), UpstreamCalls: c.upstreamCalls.Load(),
+		L2Errors: c.l2Errors.Load(), L2Rejected: c.l2Rejected.Load(), JWTLocal: c.jwtLocal.Load(), UpstreamCalls: c.upstreamCalls.Load(),
 		UpstreamErrors: c.upstreamErrors.Load(), StaleServed: c.staleServed.Load(), LocalRejects: c.localRejects.Load(),
 	}
 }
@@ -299,6 +351,7 @@ func (p *Pipeline) Register(reg prometheus.Registerer) error {
 	for _, col := range []prometheus.Collector{
 		lookup("memory", "hit", &c.l1Hits), lookup("memory", "miss", &c.l1Misses),
 		lookup("redis", "hit", &c.l2Hits), lookup("redis", "miss", &c.l2Misses), lookup("redis", "error", &c.l2Errors),
+		lookup("redis", "rejected", &c.l2Rejected),
 		counter("talos_proxy_jwt_local_verifications_total", "Derived JWTs verified locally against the JWKS.", &c.jwtLocal),
 		counter("talos_proxy_upstream_calls_total", "Verify calls to the control plane.", &c.upstreamCalls),
 		counter("talos_proxy_upstream_errors_total", "Verify calls to the control plane that got no verdict.", &c.upstreamErrors),

@@ -412,6 +412,9 @@ func TestDerivedJWTVerifiedLocally(t *testing.T) {
 	}
 }
 
+// testSecret is the shared-cache secret of the test sidecars.
+var testSecret = []byte("sidecar-shared-secret-0123456789abcdef")
+
 func redisStore(t *testing.T, addr string) cache.Store {
 	t.Helper()
 	s, err := redis.New(redis.Options{Addrs: []string{addr}, Timeout: 200 * time.Millisecond, KeyPrefix: "talos-test:" + uuid.NewString() + ":"})
@@ -430,8 +433,8 @@ func TestSharedCacheServesASecondSidecar(t *testing.T) {
 	shared := redisStore(t, addr)
 	up := newUpstream()
 	up.set("key-one", valid("k1"), nil)
-	a := newPipeline(t, up, pipeline.Options{Shared: shared})
-	b := newPipeline(t, up, pipeline.Options{Shared: shared})
+	a := newPipeline(t, up, pipeline.Options{Shared: shared, SharedSecret: testSecret})
+	b := newPipeline(t, up, pipeline.Options{Shared: shared, SharedSecret: testSecret})
 
 	if v := authorize(a, presented("key-one")); v.Err != nil || v.Cache != extauthz.CacheMiss {
 		t.Fatalf("a: %+v", v)
@@ -453,7 +456,7 @@ func TestDeadSharedCacheIsAMiss(t *testing.T) {
 	shared := redisStore(t, "127.0.0.1:1") // nothing listens there
 	up := newUpstream()
 	up.set("key-one", valid("k1"), nil)
-	p := newPipeline(t, up, pipeline.Options{Shared: shared})
+	p := newPipeline(t, up, pipeline.Options{Shared: shared, SharedSecret: testSecret})
 	for i := range 3 {
 		if v := authorize(p, presented("key-one")); v.Err != nil {
 			t.Fatalf("check %d: %v", i, v.Err)
