@@ -73,7 +73,7 @@ func SidecarResponse(res credential.Result, err error) *sidecarpb.VerifyResponse
 // only come from a newer or broken control plane.
 func FromSidecarResponse(r *sidecarpb.VerifyResponse) (credential.Result, error) {
 	res := credential.Result{
-		Type:       credential.CredentialType(r.GetType()),
+		Type:       credentialType(r.GetType()),
 		Tenant:     credential.Tenant(r.GetTenant()),
 		KeyID:      credential.KeyID(r.GetKeyId()),
 		ActorID:    r.GetActorId(),
@@ -104,7 +104,8 @@ func FromSidecarResponse(r *sidecarpb.VerifyResponse) (credential.Result, error)
 		res.RatePolicy = &credential.RatePolicy{Quota: rp.GetQuota(), Window: time.Duration(rp.GetWindowMs()) * time.Millisecond, Unit: rp.GetUnit()}
 	}
 	if r.GetOutcome() == sidecarpb.Outcome_OUTCOME_VALID {
-		if res.KeyID == "" {
+		// A valid verdict names its key and how it was presented.
+		if res.KeyID == "" || res.Type == credential.TypeUnknown {
 			return credential.Result{}, errBadResponse()
 		}
 		return res, nil
@@ -115,6 +116,15 @@ func FromSidecarResponse(r *sidecarpb.VerifyResponse) (credential.Result, error)
 		}
 	}
 	return credential.Result{}, errBadResponse()
+}
+
+// credentialType converts a wire credential type; a value outside the enum
+// is TypeUnknown, not a truncation to some other type.
+func credentialType(t sidecarpb.CredentialType) credential.CredentialType {
+	if t < sidecarpb.CredentialType_CREDENTIAL_TYPE_ISSUED || t > sidecarpb.CredentialType_CREDENTIAL_TYPE_MACAROON {
+		return credential.TypeUnknown
+	}
+	return credential.CredentialType(t)
 }
 
 func errBadResponse() error {

@@ -176,7 +176,8 @@ func encodeEntry(e *Entry) ([]byte, error) {
 	return json.Marshal(&w)
 }
 
-// decodeEntry reads a shared-cache entry; anything unreadable is a miss.
+// decodeEntry reads a shared-cache entry (once the sealer has opened it);
+// anything unreadable is a miss.
 func decodeEntry(b []byte) (*Entry, bool) {
 	var w wireEntry
 	if json.Unmarshal(b, &w) != nil || w.Fresh == 0 {
@@ -204,6 +205,10 @@ func decodeEntry(b []byte) (*Entry, bool) {
 			return nil, false
 		}
 		e.Err = &credential.Error{Kind: kind, Reason: w.Reason, Message: w.Message}
+	} else if w.KeyID == "" || w.Type < credential.TypeIssued || w.Type > credential.TypeMacaroon {
+		// An allow always names its key and how it was presented; one
+		// that does not was not written by a sidecar.
+		return nil, false
 	}
 	return e, true
 }

@@ -43,13 +43,15 @@ func TestFromSidecarResponse_FailsClosed(t *testing.T) {
 		return r
 	}
 	for name, r := range map[string]*sidecarpb.VerifyResponse{
-		"nil":               nil,
-		"unspecified":       valid(func(r *sidecarpb.VerifyResponse) { r.Outcome = sidecarpb.Outcome_OUTCOME_UNSPECIFIED }),
-		"unknown outcome":   valid(func(r *sidecarpb.VerifyResponse) { r.Outcome = 42 }),
-		"bad CIDR":          valid(func(r *sidecarpb.VerifyResponse) { r.AllowedCidrs = append(r.AllowedCidrs, "10.0.0.0/33") }),
-		"metadata not JSON": valid(func(r *sidecarpb.VerifyResponse) { r.Metadata = []byte("{") }),
-		"non-verdict error": apiconv.SidecarResponse(keyResult(), credential.ErrUnavailable),
-		"invalid argument":  apiconv.SidecarResponse(credential.Result{}, credential.ErrInvalidArgument),
+		"nil":                    nil,
+		"unspecified":            valid(func(r *sidecarpb.VerifyResponse) { r.Outcome = sidecarpb.Outcome_OUTCOME_UNSPECIFIED }),
+		"unknown outcome":        valid(func(r *sidecarpb.VerifyResponse) { r.Outcome = 42 }),
+		"bad CIDR":               valid(func(r *sidecarpb.VerifyResponse) { r.AllowedCidrs = append(r.AllowedCidrs, "10.0.0.0/33") }),
+		"metadata not JSON":      valid(func(r *sidecarpb.VerifyResponse) { r.Metadata = []byte("{") }),
+		"valid without a type":   valid(func(r *sidecarpb.VerifyResponse) { r.Type = sidecarpb.CredentialType_CREDENTIAL_TYPE_UNSPECIFIED }),
+		"valid with an odd type": valid(func(r *sidecarpb.VerifyResponse) { r.Type = 258 }), // not 2 (imported) truncated
+		"non-verdict error":      apiconv.SidecarResponse(keyResult(), credential.ErrUnavailable),
+		"invalid argument":       apiconv.SidecarResponse(credential.Result{}, credential.ErrInvalidArgument),
 		"denial of bad CIDR": valid(func(r *sidecarpb.VerifyResponse) {
 			r.Outcome = sidecarpb.Outcome_OUTCOME_REVOKED
 			r.AllowedCidrs = []string{"x"}
