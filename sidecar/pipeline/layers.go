@@ -123,7 +123,7 @@ func (l *sharedLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 		if err != nil {
 			l.stats.l2Rejected.Add(1)
 			if l.warn.allow(time.Now()) {
-				l.log.Warn("the shared cache holds an entry that is not sealed with proxy.cache.redis.secret: ignored (written by something that does not hold the secret, altered, or from a sidecar with another secret)")
+				l.log.Warn("the shared cache holds an entry that is not sealed with proxy.cache.redis.secret for its key: ignored (written without the secret, altered, or moved from another key)")
 			}
 			break
 		}
