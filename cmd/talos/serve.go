@@ -23,6 +23,7 @@ import (
 	"github.com/talos-project/talos/controlplane/xds"
 	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/config"
+	listenlimits "github.com/talos-project/talos/pkg/serve"
 	"github.com/talos-project/talos/pkg/telemetry"
 )
 
@@ -256,6 +257,7 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		HTTPAddr:      hostPort(cfg.Serve.HTTP.Host, cfg.Serve.HTTP.Port),
 		GRPCAddr:      hostPort(cfg.Serve.GRPC.Host, cfg.Serve.GRPC.Port),
 		MetricsAddr:   hostPort(cfg.Serve.Metrics.Host, cfg.Serve.Metrics.Port),
+		Limits:        listenlimits.Limits{MaxConnections: cfg.Serve.Limits.MaxConnections, MaxConcurrentStreams: uint32(cfg.Serve.Limits.MaxConcurrentStreams)},
 		HTTP: httpapi.Options{
 			Mode:                 mode,
 			MaxBodyBytes:         cfg.Serve.HTTP.MaxBodyBytes,

@@ -46,6 +46,7 @@ type Serve struct {
 	GRPC    GRPC    `koanf:"grpc"`
 	Metrics Metrics `koanf:"metrics"`
 	Admin   Admin   `koanf:"admin"`
+	Limits  Limits  `koanf:"limits"`
 }
 
 // HTTP is serve.http: the HTTP/JSON API listener (default 0.0.0.0:4420).
@@ -483,6 +484,7 @@ func Defaults() Config {
 			},
 			GRPC:    GRPC{Host: "0.0.0.0", Port: 4421},
 			Metrics: Metrics{Host: "0.0.0.0", Port: 4422},
+			Limits:  defaultLimits(),
 		},
 		Credentials: Credentials{
 			ClockSkew: Duration(5 * time.Minute),
@@ -557,6 +559,7 @@ func Defaults() Config {
 			CredentialHeaders: []string{"authorization", "x-api-key"},
 			Headers:           ProxyHeaders{Prefix: "x-talos-"},
 			FailureMode:       ProxyFailureModeDeny,
+			Limits:            ProxyLimits{Limits: defaultLimits(), MaxMessageBytes: defaultMaxMessage},
 		},
 	}
 }

@@ -65,6 +65,7 @@ func proxyYAML() config.Config {
 			RemoveCredential: true,
 		},
 		FailureMode: config.ProxyFailureModeUnavailable,
+		Limits:      config.ProxyLimits{Limits: config.Limits{MaxConnections: 512, MaxConcurrentStreams: 50}, MaxMessageBytes: 256 << 10},
 	}
 	return want
 }
@@ -107,6 +108,7 @@ func TestLoadProxy_Defaults(t *testing.T) {
 		CredentialHeaders: []string{"authorization", "x-api-key"},
 		Headers:           config.ProxyHeaders{Prefix: "x-talos-"},
 		FailureMode:       config.ProxyFailureModeDeny,
+		Limits:            config.ProxyLimits{Limits: config.Limits{MaxConnections: 4096, MaxConcurrentStreams: 100}, MaxMessageBytes: 1 << 20},
 	}
 	if diff := cmp.Diff(want, p, equateEmpty); diff != "" {
 		t.Errorf("proxy defaults mismatch (-want +got):\n%s", diff)
