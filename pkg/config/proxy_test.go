@@ -290,6 +290,11 @@ func TestLoadProxy_Errors(t *testing.T) {
 			want: []string{"proxy.cache.redis.prefix: unknown key"},
 		},
 		{
+			name: "limits out of range",
+			file: "proxy: {limits: {max_connections: 0, max_message_bytes: 1073741824}}\n",
+			want: []string{"proxy.limits.max_connections", "proxy.limits.max_message_bytes"},
+		},
+		{
 			name: "bad failure mode",
 			file: "proxy: {failure_mode: allow}\n",
 			want: []string{`proxy.failure_mode: must be one of deny, unavailable (got "allow")`},
@@ -495,6 +500,9 @@ func TestConfig_ValidateProxy(t *testing.T) {
 		}, "proxy.metrics.port: port 9191 is already used by proxy.extauthz.port"},
 		{"port out of range", func(c *config.Config) { c.Proxy.ExtAuthz.Port = -1 }, "proxy.extauthz.port: must be between 0 and 65535 (got -1)"},
 		{"IPv6 upstream", func(c *config.Config) { c.Proxy.Upstream = "[::1]:4421" }, ""},
+		{"no connections", func(c *config.Config) { c.Proxy.Limits.MaxConnections = 0 }, "proxy.limits.max_connections: must be between 1 and 1048576 (got 0)"},
+		{"no streams", func(c *config.Config) { c.Proxy.Limits.MaxConcurrentStreams = 0 }, "proxy.limits.max_concurrent_streams: must be between 1 and 1048576 (got 0)"},
+		{"tiny messages", func(c *config.Config) { c.Proxy.Limits.MaxMessageBytes = 1024 }, "proxy.limits.max_message_bytes: must be between 65536 and 67108864 (got 1024)"},
 		{"upstream without a port", func(c *config.Config) { c.Proxy.Upstream = "talos" }, "proxy.upstream: must be host:port"},
 		{"upstream port 0", func(c *config.Config) { c.Proxy.Upstream = "talos:0" }, "proxy.upstream: must be host:port with a port from 1 to 65535"},
 		{"upstream port not a number", func(c *config.Config) { c.Proxy.Upstream = "talos:grpc" }, "proxy.upstream"},
