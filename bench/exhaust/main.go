@@ -89,7 +89,9 @@ type usage struct {
 	fds    int
 }
 
-func (u usage) String() string { return fmt.Sprintf("RSS %.1f MiB, %d fds", float64(u.rssKiB)/1024, u.fds) }
+func (u usage) String() string {
+	return fmt.Sprintf("RSS %.1f MiB, %d fds", float64(u.rssKiB)/1024, u.fds)
+}
 
 func measure(pid int) usage {
 	var u usage
