@@ -147,8 +147,14 @@ func FromHTTP(r *http.Request, o *Options) Request {
 	req.ClientIP = httpClientIP(r, o)
 	req.Method = first(h.Get("X-Forwarded-Method"), h.Get("X-Original-Method"), r.Method)
 	req.Path = first(h.Get("X-Forwarded-Uri"), h.Get("X-Original-Uri"))
-	if req.Path == "" && r.URL != nil {
-		req.Path = r.URL.RequestURI()
+	if req.Path == "" {
+		// The request target as received: r.URL is decoded, and
+		// re-encoding it would hide what the upstream app gets.
+		if strings.HasPrefix(r.RequestURI, "/") {
+			req.Path = r.RequestURI
+		} else if r.URL != nil {
+			req.Path = r.URL.RequestURI()
+		}
 	}
 	req.Host = first(h.Get("X-Forwarded-Host"), r.Host)
 	req.Tenant = tenantOr(h.Get(HeaderTenant), o.Tenant)
