@@ -13,10 +13,6 @@ import (
 	"github.com/talos-project/talos/pkg/credential"
 )
 
-// MaxCredentialBytes is the longest credential a check accepts, the limit of
-// the control plane and the Ory SDK. Longer ones are a Request.Problem.
-const MaxCredentialBytes = 8192
-
 // Context extensions (gRPC) and headers (HTTP mode) that carry a route's
 // requirements. The proxy configuration sets them, never the client.
 const (
@@ -42,7 +38,7 @@ type Request struct {
 	// be used: several different values (in two credential headers, in
 	// repeated headers, or in a comma-separated list, which is how proxies
 	// merge repeats, so a credential never contains a comma), more than
-	// MaxCredentialBytes, or
+	// credential.MaxCredentialBytes, or
 	// bytes outside printable ASCII. It wraps credential.ErrMalformed and
 	// says nothing about the credential itself. The check is denied without
 	// asking the Authorizer.
@@ -280,7 +276,7 @@ func (x *extractor) result() (cred, header string, problem error) {
 		return "", "", nil
 	case x.problem != nil:
 		return "", x.from, x.problem
-	case len(x.cred) > MaxCredentialBytes:
+	case len(x.cred) > credential.MaxCredentialBytes:
 		return "", x.from, errTooLong
 	case !printable(x.cred):
 		return "", x.from, errCharset
