@@ -2,6 +2,7 @@ package keys_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -98,7 +99,7 @@ func TestService_NULRefusedOnEveryBackend(t *testing.T) {
 				if answers[c.name] == nil {
 					answers[c.name] = map[string]string{}
 				}
-				answers[c.name][name] = credential.KindOf(err).Error() + ": " + err.Error()
+				answers[c.name][name] = fmt.Sprint(credential.KindOf(err), ": ", err)
 			}
 			if evs := ts.eventsSince(t, seq); len(evs) != 0 {
 				t.Errorf("refused requests wrote %d events", len(evs))
