@@ -9,6 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
 )
 
 // TestE2E_SelfRevokeBruteForceThrottled is finding 7 of issue 11 over the
@@ -88,5 +96,42 @@ func TestE2E_ImportWeakKeyRefused(t *testing.T) {
 	}
 	if v := verify(t, sdk(srv.http), "1234"); v.GetIsValid() {
 		t.Fatal("the refused key verifies")
+	}
+}
+
+// TestE2E_SelfRevokeThrottledOverGRPC: the gRPC SelfService answers a
+// throttled address with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo.
+func TestE2E_SelfRevokeThrottledOverGRPC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	srv := startServer(t)
+	conn, err := grpc.NewClient(srv.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := pb.NewSelfServiceClient(conn)
+	for i := range 11 {
+		_, err := c.RevokeApiKey(t.Context(), &pb.SelfRevokeApiKeyRequest{Credential: fmt.Sprintf("not-a-key-%04d-xxxxxxxx", i)})
+		st := status.Convert(err)
+		if i < 10 {
+			if st.Code() != codes.NotFound {
+				t.Fatalf("failure %d: %v, want NotFound", i+1, err)
+			}
+			continue
+		}
+		if st.Code() != codes.ResourceExhausted {
+			t.Fatalf("failure 11: %v, want ResourceExhausted", err)
+		}
+		var delay time.Duration
+		for _, d := range st.Details() {
+			if ri, ok := d.(*errdetails.RetryInfo); ok {
+				delay = ri.GetRetryDelay().AsDuration()
+			}
+		}
+		if delay <= 0 || delay > 6*time.Second {
+			t.Fatalf("RetryInfo delay %v, want (0, 6s]", delay)
+		}
 	}
 }
