@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/talos-project/talos/controlplane/store"
 	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/token"
 )
 
 // Limits that keep one request from costing unbounded work or storage.
@@ -40,6 +42,7 @@ const (
 
 // Options are the plain values the service needs from configuration.
 type Options struct {
+	// Issuer is the iss of derived tokens; required.
 	Issuer string
 	// Format is the format of newly issued keys; both are always verified.
 	Format Format
@@ -53,7 +56,9 @@ type Options struct {
 	DefaultTTL time.Duration
 	// MaxTTL caps requested TTLs and, for v1 keys, the age of the timestamp
 	// embedded in the key (as Ory Talos does).
-	MaxTTL    time.Duration
+	MaxTTL time.Duration
+	// ClockSkew is the leeway on time checks (derived tokens, v1 key
+	// timestamps), at most token.MaxClockSkew.
 	ClockSkew time.Duration
 	// KeyedImportHash hashes imported keys with a subkey of the HMAC secret
 	// instead of Talos's unkeyed SHA-512/256.
@@ -100,6 +105,7 @@ type Service struct {
 
 	derivedOpts DerivedOptions
 	signing     *signingKeys
+	policy      *token.Policy // issuers and skew of derived tokens
 }
 
 var (
@@ -124,6 +130,10 @@ func New(opts Options, deps Deps) (*Service, error) {
 	if opts.MaxTTL <= 0 {
 		opts.MaxTTL = 8760 * time.Hour
 	}
+	policy, err := token.NewPolicy(opts.Issuer, opts.Derived.RetiredIssuers, opts.ClockSkew)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
 	s := &Service{
 		opts:     opts,
 		store:    deps.Store,
@@ -137,6 +147,7 @@ func New(opts Options, deps Deps) (*Service, error) {
 		used:     newLastUsed(opts.LastUsed),
 
 		derivedOpts: opts.Derived,
+		policy:      policy,
 	}
 	if s.derivedOpts.DefaultTTL <= 0 {
 		s.derivedOpts.DefaultTTL = time.Hour
