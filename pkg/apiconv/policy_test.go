@@ -56,16 +56,18 @@ func TestFromTokenPolicy_Invalid(t *testing.T) {
 	t.Parallel()
 	valid := func() *sidecarpb.TokenPolicy { return apiconv.TokenPolicy(samplePolicy(t)) }
 	tests := map[string]func(*sidecarpb.TokenPolicy){
-		"no issuer":             func(w *sidecarpb.TokenPolicy) { w.Issuer = "" },
-		"no clock skew":         func(w *sidecarpb.TokenPolicy) { w.ClockSkew = nil },
-		"negative clock skew":   func(w *sidecarpb.TokenPolicy) { w.ClockSkew = durationpb.New(-time.Second) },
-		"huge clock skew":       func(w *sidecarpb.TokenPolicy) { w.ClockSkew = &durationpb.Duration{Seconds: 315576000000} },
-		"invalid clock skew":    func(w *sidecarpb.TokenPolicy) { w.ClockSkew = &durationpb.Duration{Seconds: 1, Nanos: -1} },
-		"empty retired issuer":  func(w *sidecarpb.TokenPolicy) { w.RetiredIssuers[0].Issuer = "" },
-		"retired is current":    func(w *sidecarpb.TokenPolicy) { w.RetiredIssuers[0].Issuer = w.Issuer },
-		"invalid expire_time":   func(w *sidecarpb.TokenPolicy) { w.RetiredIssuers[0].ExpireTime = &timestamppb.Timestamp{Nanos: -1} },
-		"year-one expire_time":  func(w *sidecarpb.TokenPolicy) { w.RetiredIssuers[0].ExpireTime = timestamppb.New(time.Time{}) },
-		"too many retired ones": func(w *sidecarpb.TokenPolicy) { w.RetiredIssuers = make([]*sidecarpb.RetiredIssuer, apiconv.MaxRetiredIssuers+1) },
+		"no issuer":            func(w *sidecarpb.TokenPolicy) { w.Issuer = "" },
+		"no clock skew":        func(w *sidecarpb.TokenPolicy) { w.ClockSkew = nil },
+		"negative clock skew":  func(w *sidecarpb.TokenPolicy) { w.ClockSkew = durationpb.New(-time.Second) },
+		"huge clock skew":      func(w *sidecarpb.TokenPolicy) { w.ClockSkew = &durationpb.Duration{Seconds: 315576000000} },
+		"invalid clock skew":   func(w *sidecarpb.TokenPolicy) { w.ClockSkew = &durationpb.Duration{Seconds: 1, Nanos: -1} },
+		"empty retired issuer": func(w *sidecarpb.TokenPolicy) { w.RetiredIssuers[0].Issuer = "" },
+		"retired is current":   func(w *sidecarpb.TokenPolicy) { w.RetiredIssuers[0].Issuer = w.Issuer },
+		"invalid expire_time":  func(w *sidecarpb.TokenPolicy) { w.RetiredIssuers[0].ExpireTime = &timestamppb.Timestamp{Nanos: -1} },
+		"year-one expire_time": func(w *sidecarpb.TokenPolicy) { w.RetiredIssuers[0].ExpireTime = timestamppb.New(time.Time{}) },
+		"too many retired ones": func(w *sidecarpb.TokenPolicy) {
+			w.RetiredIssuers = make([]*sidecarpb.RetiredIssuer, apiconv.MaxRetiredIssuers+1)
+		},
 	}
 	for name, edit := range tests {
 		t.Run(name, func(t *testing.T) {
