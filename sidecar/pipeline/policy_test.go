@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/netip"
@@ -210,5 +211,38 @@ func TestJWT_CIDRStillCheckedPerRequest(t *testing.T) {
 	far.ClientIP = netip.MustParseAddr("192.0.2.1")
 	if v := authorize(f.p, far); !errors.Is(v.Err, credential.ErrForbidden) {
 		t.Fatalf("outside the CIDR: %+v", v)
+	}
+}
+
+// BenchmarkAuthorizeHitJWT is an L1 hit on a derived JWT, which re-applies
+// the token policy (issuer, expiry plus skew) on every hit.
+func BenchmarkAuthorizeHitJWT(b *testing.B) {
+	clk := &clock{now: time.Now()}
+	key, _ := token.GenerateKey(token.EdDSA, nil)
+	sg, _ := token.NewSigner([]token.SigningKey{key}, "")
+	up := newUpstream()
+	up.jwks, _ = json.Marshal(sg.PublicJWKS(clk.Now()))
+	pol, err := token.NewPolicy(cpIssuer, []token.RetiredIssuer{{Issuer: oldIssuer, ExpiresAt: clk.Now().Add(time.Hour)}}, time.Minute)
+	if err != nil {
+		b.Fatal(err)
+	}
+	up.policy.Store(pol)
+	p, err := pipeline.New(up, pipeline.Options{Now: clk.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	tok, err := sg.SignJWT(token.Claims{Subject: "k1", Issuer: oldIssuer, Tenant: credential.DefaultTenant, IssuedAt: clk.Now(), Expiry: clk.Now().Add(time.Hour)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pr := presented(tok)
+	authorize(p, pr)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if v := p.Authorize(ctx, pr); v.Err != nil || v.Cache != extauthz.CacheHit {
+			b.Fatal(v.Err)
+		}
 	}
 }
