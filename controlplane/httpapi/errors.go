@@ -3,7 +3,9 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -40,37 +42,9 @@ func writeError(w http.ResponseWriter, httpStatus int, code codes.Code, reason, 
 	_ = json.NewEncoder(w).Encode(envelope{Error: errorBody{
 		Code:    httpStatus,
 		Message: message,
-		Status:  statusName(code),
+		Status:  errcode.StatusName(code),
 		Details: []errorInfo{{Type: "type.googleapis.com/google.rpc.ErrorInfo", Reason: reason, Domain: errcode.Domain, Metadata: md}},
 	}})
-}
-
-func statusName(c codes.Code) string {
-	switch c {
-	case codes.InvalidArgument:
-		return "INVALID_ARGUMENT"
-	case codes.NotFound:
-		return "NOT_FOUND"
-	case codes.AlreadyExists:
-		return "ALREADY_EXISTS"
-	case codes.PermissionDenied:
-		return "PERMISSION_DENIED"
-	case codes.Unauthenticated:
-		return "UNAUTHENTICATED"
-	case codes.FailedPrecondition:
-		return "FAILED_PRECONDITION"
-	case codes.ResourceExhausted:
-		return "RESOURCE_EXHAUSTED"
-	case codes.Unavailable:
-		return "UNAVAILABLE"
-	case codes.DeadlineExceeded:
-		return "DEADLINE_EXCEEDED"
-	case codes.Unimplemented:
-		return "UNIMPLEMENTED"
-	case codes.Canceled:
-		return "CANCELLED"
-	}
-	return "INTERNAL"
 }
 
 // defaultReason is the reason of a status that carries no ErrorInfo (gateway
@@ -93,8 +67,12 @@ func gatewayError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w
 	st := status.Convert(err)
 	reason, md := defaultReason(st.Code()), map[string]string(nil)
 	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			reason, md = info.GetReason(), info.GetMetadata()
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			reason, md = d.GetReason(), d.GetMetadata()
+		case *errdetails.RetryInfo:
+			// Whole seconds, rounded up (RFC 9110 delay-seconds).
+			w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(d.GetRetryDelay().AsDuration().Seconds())), 10))
 		}
 	}
 	msg := st.Message()
