@@ -23,7 +23,12 @@ import (
 	"github.com/talos-project/talos/controlplane/xds"
 	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/config"
+	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/ratelimit"
+	"github.com/talos-project/talos/pkg/ratelimit/memory"
+	listenlimits "github.com/talos-project/talos/pkg/serve"
 	"github.com/talos-project/talos/pkg/telemetry"
+	"github.com/talos-project/talos/pkg/token"
 )
 
 func newServeCmd(e *env) *cobra.Command {
@@ -123,11 +128,21 @@ func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrat
 		replica = p.replica
 	}
 	ak, dt := cfg.Credentials.APIKeys, cfg.Credentials.DerivedTokens
-	var retiredIssuers []string
+	// Every retired issuer is passed with its expiry, which the keys service
+	// evaluates at each verification (and sidecars too, through
+	// GetTokenPolicy): filtering here would fix the set at start.
+	retiredIssuers := make([]token.RetiredIssuer, 0, len(cfg.Credentials.IssuerRetired))
 	for _, r := range cfg.Credentials.IssuerRetired {
-		if r.Active(time.Now()) {
-			retiredIssuers = append(retiredIssuers, r.Value)
-		}
+		retiredIssuers = append(retiredIssuers, token.RetiredIssuer{Issuer: r.Value, ExpiresAt: r.ExpiresAt})
+	}
+	ik, rt := cfg.Credentials.ImportedKeys, cfg.Serve.SelfService.RevokeThrottle
+	var (
+		revokeLimiter ratelimit.Limiter
+		revokePolicy  credential.RatePolicy
+	)
+	if rt.Enabled {
+		revokeLimiter = memory.New(memory.Options{MaxKeys: rt.MaxClients})
+		revokePolicy = credential.RatePolicy{Quota: rt.Burst, Window: time.Duration(rt.Burst) * rt.Interval.D(), Unit: "failures"}
 	}
 	svc, err := keys.New(keys.Options{
 		Issuer:                cfg.Credentials.Issuer,
@@ -152,7 +167,9 @@ func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrat
 			MacaroonPrefixes: append([]string{dt.Macaroon.Prefix.Current}, dt.Macaroon.Prefix.Retired...),
 			RetiredIssuers:   retiredIssuers,
 		},
-	}, keys.Deps{Store: outbox.Notifying(st, p.committed), Replica: replica, Secrets: secrets, Logger: log})
+		Imported:           keys.ImportPolicy{MinLength: ik.MinLength, MinEntropyBits: ik.MinEntropyBits, AllowWeak: ik.AllowWeak},
+		SelfRevokeThrottle: revokePolicy,
+	}, keys.Deps{Store: outbox.Notifying(st, p.committed), Replica: replica, Secrets: secrets, Logger: log, RevokeLimiter: revokeLimiter})
 	if err != nil {
 		p.close()
 		return nil, err
@@ -256,6 +273,7 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		HTTPAddr:      hostPort(cfg.Serve.HTTP.Host, cfg.Serve.HTTP.Port),
 		GRPCAddr:      hostPort(cfg.Serve.GRPC.Host, cfg.Serve.GRPC.Port),
 		MetricsAddr:   hostPort(cfg.Serve.Metrics.Host, cfg.Serve.Metrics.Port),
+		Limits:        listenlimits.Limits{MaxConnections: cfg.Serve.Limits.MaxConnections, MaxConcurrentStreams: uint32(cfg.Serve.Limits.MaxConcurrentStreams)},
 		HTTP: httpapi.Options{
 			Mode:                 mode,
 			MaxBodyBytes:         cfg.Serve.HTTP.MaxBodyBytes,

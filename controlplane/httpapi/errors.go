@@ -3,7 +3,9 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -65,8 +67,12 @@ func gatewayError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w
 	st := status.Convert(err)
 	reason, md := defaultReason(st.Code()), map[string]string(nil)
 	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			reason, md = info.GetReason(), info.GetMetadata()
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			reason, md = d.GetReason(), d.GetMetadata()
+		case *errdetails.RetryInfo:
+			// Whole seconds, rounded up (RFC 9110 delay-seconds).
+			w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(d.GetRetryDelay().AsDuration().Seconds())), 10))
 		}
 	}
 	msg := st.Message()

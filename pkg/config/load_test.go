@@ -119,7 +119,7 @@ func TestLoad_TalosConfig(t *testing.T) {
 				PublicRetired: []string{"pub_old"},
 			},
 		},
-		ImportedKeys: config.ImportedKeys{Hashing: config.ImportHashingSHA512_256},
+		ImportedKeys: config.ImportedKeys{Hashing: config.ImportHashingSHA512_256, MinLength: 16, MinEntropyBits: 64},
 		DerivedTokens: config.DerivedTokens{
 			DefaultTTL: config.Duration(15 * time.Minute),
 			JWT: config.JWT{

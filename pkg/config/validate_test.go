@@ -32,6 +32,8 @@ func TestConfig_Validate(t *testing.T) {
 		}, "serve.metrics.port: port 4420 is already used by serve.http.port"},
 		{"port out of range", func(c *config.Config) { c.Serve.GRPC.Port = 65536 }, "serve.grpc.port: must be between 0 and 65535"},
 		{"max body bytes", func(c *config.Config) { c.Serve.HTTP.MaxBodyBytes = 0 }, "serve.http.max_body_bytes: must be greater than 0"},
+		{"max connections", func(c *config.Config) { c.Serve.Limits.MaxConnections = 0 }, "serve.limits.max_connections: must be between 1 and 1048576 (got 0)"},
+		{"max streams", func(c *config.Config) { c.Serve.Limits.MaxConcurrentStreams = 1 << 21 }, "serve.limits.max_concurrent_streams: must be between 1 and 1048576"},
 		{"missing issuer", func(c *config.Config) { c.Credentials.Issuer = "" }, "credentials.issuer is required"},
 		{"missing secret", func(c *config.Config) { c.Secrets.HMAC.Current = config.Secret{} }, "secrets.hmac.current is required"},
 		{"short secret counts characters", func(c *config.Config) {
@@ -49,6 +51,12 @@ func TestConfig_Validate(t *testing.T) {
 		{"empty retired issuer", func(c *config.Config) {
 			c.Credentials.IssuerRetired = []config.RetiredIssuer{{}}
 		}, "credentials.issuer_retired[0]: must not be empty"},
+		{"retired issuer repeated", func(c *config.Config) {
+			c.Credentials.IssuerRetired = []config.RetiredIssuer{{Value: "https://old"}, {Value: "https://old"}}
+		}, "credentials.issuer_retired[1]: must differ"},
+		{"retired issuer is the current one", func(c *config.Config) {
+			c.Credentials.IssuerRetired = []config.RetiredIssuer{{Value: c.Credentials.Issuer}}
+		}, "credentials.issuer_retired[0]: must differ"},
 		{"clock skew at the limit", func(c *config.Config) { c.Credentials.ClockSkew = config.Duration(10 * time.Minute) }, ""},
 		{"clock skew above the limit", func(c *config.Config) {
 			c.Credentials.ClockSkew = config.Duration(10*time.Minute + 1)
@@ -58,6 +66,15 @@ func TestConfig_Validate(t *testing.T) {
 		{"unknown format", func(c *config.Config) { c.Credentials.APIKeys.Format = "v3" }, `credentials.api_keys.format: must be v1 or v2 (got "v3")`},
 		{"hmac import hashing", func(c *config.Config) { c.Credentials.ImportedKeys.Hashing = config.ImportHashingHMAC }, ""},
 		{"unknown import hashing", func(c *config.Config) { c.Credentials.ImportedKeys.Hashing = "md5" }, "credentials.imported_keys.hashing"},
+		{"no import minimum length", func(c *config.Config) { c.Credentials.ImportedKeys.MinLength = 0 }, "credentials.imported_keys.min_length"},
+		{"no import minimum entropy", func(c *config.Config) { c.Credentials.ImportedKeys.MinEntropyBits = 0 }, "credentials.imported_keys.min_entropy_bits"},
+		{"weak imports allowed", func(c *config.Config) { c.Credentials.ImportedKeys.AllowWeak = true }, ""},
+		{"revoke throttle burst 0", func(c *config.Config) { c.Serve.SelfService.RevokeThrottle.Burst = 0 }, "serve.self_service.revoke_throttle.burst"},
+		{"revoke throttle interval 0", func(c *config.Config) { c.Serve.SelfService.RevokeThrottle.Interval = 0 }, "serve.self_service.revoke_throttle.interval"},
+		{"revoke throttle no clients", func(c *config.Config) { c.Serve.SelfService.RevokeThrottle.MaxClients = 0 }, "serve.self_service.revoke_throttle.max_clients"},
+		{"revoke throttle off ignores its values", func(c *config.Config) {
+			c.Serve.SelfService.RevokeThrottle = config.RevokeThrottle{Enabled: false}
+		}, ""},
 		{"zero max ttl", func(c *config.Config) { c.Credentials.APIKeys.MaxTTL = 0 }, "credentials.api_keys.max_ttl: must be greater than 0"},
 		{"zero derived ttl", func(c *config.Config) { c.Credentials.DerivedTokens.DefaultTTL = 0 }, "credentials.derived_tokens.default_ttl: must be greater than 0"},
 		{"bad key prefix", func(c *config.Config) { c.Credentials.APIKeys.Prefix.Current = "ory-ak" }, "credentials.api_keys.prefix.current: must be 1 to 16"},
