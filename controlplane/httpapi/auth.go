@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -22,6 +23,11 @@ import (
 type requestInfo struct {
 	route string
 	host  string
+	// pattern is the gateway route matched, when the request never got to
+	// a service call (which records its template in route); rendered only
+	// for the log.
+	pattern    runtime.Pattern
+	hasPattern bool
 }
 
 type requestInfoKey struct{}
@@ -48,10 +54,25 @@ func setRoute(ctx context.Context, route string) {
 // routeOf is what the log shows of a request's path: its route pattern, or
 // "unmatched". The raw path may carry a credential pasted in the wrong place.
 func routeOf(ctx context.Context) string {
-	if info := infoFrom(ctx); info != nil && info.route != "" {
+	info := infoFrom(ctx)
+	switch {
+	case info == nil:
+	case info.route != "":
 		return info.route
+	case info.hasPattern:
+		return info.pattern.String()
 	}
 	return "unmatched"
+}
+
+// gatewayRoute is the gateway middleware that remembers the route matched.
+func gatewayRoute(next runtime.HandlerFunc) runtime.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
+		if info := infoFrom(r.Context()); info != nil {
+			info.pattern, info.hasPattern = runtime.HTTPPattern(r.Context())
+		}
+		next(w, r, params)
+	}
 }
 
 // errMisdirected refuses an admin call whose Host is not one of ours while
@@ -117,6 +138,9 @@ func (p hostPolicy) allows(host string) bool {
 // of the admin surface.
 func authorize(auth grpcapi.Auth, hosts hostPolicy) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if tmpl, ok := runtime.HTTPPathPattern(ctx); ok {
+			setRoute(ctx, tmpl)
+		}
 		md, _ := metadata.FromIncomingContext(ctx)
 		var authz string
 		if v := md.Get("authorization"); len(v) > 0 {

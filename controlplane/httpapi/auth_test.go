@@ -222,7 +222,7 @@ func TestHandler_NoInputInLogOrErrors(t *testing.T) {
 	if strings.Contains(logBuf.String(), secret) {
 		t.Errorf("the request log holds the secret:\n%s", logBuf.String())
 	}
-	if !strings.Contains(logBuf.String(), `"http_request.route":"/v2alpha1/admin/issuedApiKeys/{key_id=*}"`) {
+	if !strings.Contains(logBuf.String(), `"http_request.route":"/v2alpha1/admin/issuedApiKeys/{key_id}"`) {
 		t.Errorf("the request log does not name the route pattern:\n%s", logBuf.String())
 	}
 	// A well-formed key ID is still named in a 404 (Ory Talos does).

@@ -99,14 +99,7 @@ func New(ctx context.Context, opts Options, deps Deps) (http.Handler, error) {
 		runtime.WithDisablePathLengthFallback(),
 		runtime.WithDisableHTTPMethodOverride(),
 		// The log shows the route pattern, never the raw path.
-		runtime.WithMiddlewares(func(next runtime.HandlerFunc) runtime.HandlerFunc {
-			return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
-				if p, ok := runtime.HTTPPattern(r.Context()); ok {
-					setRoute(r.Context(), p.String())
-				}
-				next(w, r, params)
-			}
-		}),
+		runtime.WithMiddlewares(gatewayRoute),
 	)
 	// The gateway calls the services through the same kind of interceptor as
 	// the gRPC listener, by RPC full method name.
