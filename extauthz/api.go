@@ -17,7 +17,7 @@ import (
 // credential itself (existence, state, expiry, the client-IP restriction
 // against p.ClientIP, the audiences in p.ExpectedAudiences); the route's
 // requirements (scopes) are checked here. extauthz asks only about a
-// non-empty credential of printable ASCII of at most MaxCredentialBytes.
+// non-empty credential of printable ASCII of at most credential.MaxCredentialBytes.
 // Implementations must be safe for concurrent use.
 type Authorizer interface {
 	Authorize(ctx context.Context, p credential.Presented) Verdict

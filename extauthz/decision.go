@@ -222,35 +222,6 @@ func denyCode(st int) codes.Code {
 	return codes.PermissionDenied
 }
 
-// statusName is the google.rpc.Code name of c, as AIP-193 bodies show it.
-func statusName(c codes.Code) string {
-	switch c {
-	case codes.InvalidArgument:
-		return "INVALID_ARGUMENT"
-	case codes.NotFound:
-		return "NOT_FOUND"
-	case codes.AlreadyExists:
-		return "ALREADY_EXISTS"
-	case codes.PermissionDenied:
-		return "PERMISSION_DENIED"
-	case codes.Unauthenticated:
-		return "UNAUTHENTICATED"
-	case codes.ResourceExhausted:
-		return "RESOURCE_EXHAUSTED"
-	case codes.Unavailable:
-		return "UNAVAILABLE"
-	case codes.FailedPrecondition:
-		return "FAILED_PRECONDITION"
-	case codes.DeadlineExceeded:
-		return "DEADLINE_EXCEEDED"
-	case codes.Unimplemented:
-		return "UNIMPLEMENTED"
-	case codes.Canceled:
-		return "CANCELLED"
-	}
-	return "INTERNAL"
-}
-
 // denyBody is the JSON body of every deny:
 // {"error":{"code":401,"status":"UNAUTHENTICATED","reason":"…","message":"…"}}.
 func denyBody(st int, c codes.Code, reason, message string) string {
@@ -258,7 +229,7 @@ func denyBody(st int, c codes.Code, reason, message string) string {
 	b = append(b, `{"error":{"code":`...)
 	b = strconv.AppendInt(b, int64(st), 10)
 	b = append(b, `,"status":`...)
-	b = appendJSONString(b, statusName(c))
+	b = appendJSONString(b, errcode.StatusName(c))
 	b = append(b, `,"reason":`...)
 	b = appendJSONString(b, reason)
 	b = append(b, `,"message":`...)

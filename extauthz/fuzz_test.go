@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/talos-project/talos/extauthz"
+	"github.com/talos-project/talos/pkg/credential"
 )
 
 // checkCredential asserts what every extracted credential satisfies.
@@ -21,7 +22,7 @@ func checkCredential(t *testing.T, r extauthz.Request) {
 	if r.Credential != "" && r.Problem != nil {
 		t.Fatalf("both a credential and a problem: %v", r.Problem)
 	}
-	if len(r.Credential) > extauthz.MaxCredentialBytes {
+	if len(r.Credential) > credential.MaxCredentialBytes {
 		t.Fatalf("credential of %d bytes", len(r.Credential))
 	}
 	for i := 0; i < len(r.Credential); i++ {
@@ -107,7 +108,7 @@ func FuzzExtractCredential(f *testing.F) {
 	f.Add("Bearer good", "Bearer good", "k")
 	f.Add("Basic Zm9v", "", "good")
 	f.Add("bearer  a,bearer a", "", "")
-	f.Add("Bearer "+strings.Repeat("a", extauthz.MaxCredentialBytes+1), "", "")
+	f.Add("Bearer "+strings.Repeat("a", credential.MaxCredentialBytes+1), "", "")
 	f.Add("Bearer x\x7f", "", "y")
 	s := mustServer(f, newFake(), extauthz.Options{})
 	h := s.HTTPHandler()
@@ -128,7 +129,7 @@ func FuzzExtractCredential(f *testing.F) {
 		if auth2 == "" && strings.HasPrefix(auth1, "Bearer ") {
 			tok := strings.TrimLeft(auth1[len("Bearer "):], " ")
 			tok = strings.TrimRight(tok, " \t")
-			if tok != "" && len(tok) <= extauthz.MaxCredentialBytes && printableNoComma(tok) && req.Credential != tok {
+			if tok != "" && len(tok) <= credential.MaxCredentialBytes && printableNoComma(tok) && req.Credential != tok {
 				t.Fatalf("credential %q, want %q", req.Credential, tok)
 			}
 		}

@@ -130,8 +130,8 @@ func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request) {
 	switch c := in.GetCredential(); {
 	case c == "":
 		v.Err = &credential.Error{Kind: credential.ErrInvalidArgument, Reason: "CREDENTIAL_REQUIRED", Message: "credential is required"}
-	case len(c) > MaxCredentialBytes:
-		v.Err = credential.Invalid("credential must be at most " + strconv.Itoa(MaxCredentialBytes) + " bytes")
+	case len(c) > credential.MaxCredentialBytes:
+		v.Err = credential.Invalid("credential must be at most " + strconv.Itoa(credential.MaxCredentialBytes) + " bytes")
 	default:
 		v = s.auth.Authorize(r.Context(), credential.Presented{
 			Tenant:            s.opts.Tenant,
@@ -149,7 +149,7 @@ func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request) {
 // 200 VerifyApiKeyResponse; a bad request is a 4xx AIP-193 error; a failure
 // to decide is a 503 that never carries its cause.
 func (s *Server) writeVerify(w http.ResponseWriter, r *http.Request, v Verdict) int {
-	if v.Err != nil && !apiconv.IsVerdict(v.Err) {
+	if v.Err != nil && !credential.IsVerdict(v.Err) {
 		pub := errcode.Describe(v.Err)
 		if pub.Sentinel == nil || pub.HTTP >= http.StatusInternalServerError {
 			if s.log.Enabled(r.Context(), slog.LevelError) {
@@ -225,7 +225,7 @@ func writeAPIError(w http.ResponseWriter, st int, code codes.Code, reason, messa
 	_ = json.NewEncoder(w).Encode(apiError{Error: apiErrorBody{
 		Code:    st,
 		Message: message,
-		Status:  statusName(code),
+		Status:  errcode.StatusName(code),
 		Details: []apiErrorInfo{{Type: "type.googleapis.com/google.rpc.ErrorInfo", Reason: reason, Domain: errcode.Domain, Metadata: md}},
 	}})
 }

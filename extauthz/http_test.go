@@ -182,7 +182,7 @@ func TestHTTPHandler_verify(t *testing.T) {
 			apiError: wantAPIError(400, "INVALID_ARGUMENT", "CREDENTIAL_REQUIRED", "credential is required")},
 		{name: "empty credential", body: `{"credential":""}`, status: 400, cache: "NONE",
 			apiError: wantAPIError(400, "INVALID_ARGUMENT", "CREDENTIAL_REQUIRED", "credential is required")},
-		{name: "credential too long", body: `{"credential":"` + strings.Repeat("a", extauthz.MaxCredentialBytes+1) + `"}`, status: 400, cache: "NONE",
+		{name: "credential too long", body: `{"credential":"` + strings.Repeat("a", credential.MaxCredentialBytes+1) + `"}`, status: 400, cache: "NONE",
 			apiError: wantAPIError(400, "INVALID_ARGUMENT", "BAD_REQUEST", "credential must be at most 8192 bytes")},
 		{name: "malformed JSON", body: `{"credential": sk_live_secret}`, status: 400,
 			apiError: wantAPIError(400, "INVALID_ARGUMENT", "BAD_REQUEST", "invalid request: the body is not a VerifyApiKeyRequest JSON object")},

@@ -13,10 +13,6 @@ import (
 	"github.com/talos-project/talos/pkg/credential"
 )
 
-// MaxCredentialBytes is the longest credential a check accepts, the limit of
-// the control plane and the Ory SDK. Longer ones are a Request.Problem.
-const MaxCredentialBytes = 8192
-
 // Context extensions (gRPC) and headers (HTTP mode) that carry a route's
 // requirements. The proxy configuration sets them, never the client.
 const (
@@ -41,7 +37,7 @@ type Request struct {
 	// Problem is non-nil when the request carries a credential that cannot
 	// be used: several different values (repeated headers, or a
 	// comma-separated list, which is how proxies merge repeats, so a
-	// credential never contains a comma), more than MaxCredentialBytes, or
+	// credential never contains a comma), more than credential.MaxCredentialBytes, or
 	// bytes outside printable ASCII. It wraps credential.ErrMalformed and
 	// says nothing about the credential itself. The check is denied without
 	// asking the Authorizer.
@@ -259,7 +255,7 @@ func (x *extractor) result() (string, error) {
 	switch {
 	case x.problem != nil:
 		return "", x.problem
-	case len(x.cred) > MaxCredentialBytes:
+	case len(x.cred) > credential.MaxCredentialBytes:
 		return "", errTooLong
 	case !printable(x.cred):
 		return "", errCharset

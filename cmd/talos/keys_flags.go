@@ -15,6 +15,7 @@ import (
 
 	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
 	"github.com/talos-project/talos/pkg/apiconv"
+	"github.com/talos-project/talos/pkg/credential"
 )
 
 // keyAttrFlags are the key attributes that issue, import, update and rotate
@@ -281,7 +282,7 @@ func checkKeyID(id string) error {
 }
 
 // maxCredentialBytes is the largest credential the API accepts.
-const maxCredentialBytes = 8192
+const maxCredentialBytes = credential.MaxCredentialBytes
 
 // credentialArgs returns the credentials given as arguments; "-" reads them
 // from in, one per line, so they stay out of shell history and process

@@ -198,7 +198,7 @@ func (s *Server) AdminVerifyApiKey(ctx context.Context, r *pb.VerifyApiKeyReques
 	start := time.Now()
 	res, err := s.keys.Verify(ctx, s.presented(ctx, r))
 	s.metrics.Observe(res.Type, err, time.Since(start))
-	if err != nil && !apiconv.IsVerdict(err) {
+	if err != nil && !credential.IsVerdict(err) {
 		return nil, s.toStatus(ctx, "AdminVerifyApiKey", err)
 	}
 	return apiconv.VerifyResponse(res, err), nil
@@ -221,7 +221,7 @@ func (s *Server) AdminBatchVerifyApiKeys(ctx context.Context, r *pb.BatchVerifyA
 	out := &pb.BatchVerifyApiKeysResponse{Results: make([]*pb.VerifyApiKeyResponse, len(vs))}
 	for i, v := range vs {
 		err := v.Err
-		if err != nil && !apiconv.IsVerdict(err) && credential.KindOf(err) != credential.ErrInvalidArgument {
+		if err != nil && !credential.IsVerdict(err) && credential.KindOf(err) != credential.ErrInvalidArgument {
 			return nil, s.toStatus(ctx, "AdminBatchVerifyApiKeys", err)
 		}
 		out.Results[i] = apiconv.VerifyResponse(v.Result, err)

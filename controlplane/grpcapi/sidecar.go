@@ -37,7 +37,7 @@ func (x *Sidecar) Verify(ctx context.Context, r *sidecarpb.VerifyRequest) (*side
 	start := time.Now()
 	res, err := x.s.keys.Verify(ctx, sidecarPresented(r))
 	x.s.metrics.Observe(res.Type, err, time.Since(start))
-	if err != nil && !apiconv.IsVerdict(err) {
+	if err != nil && !credential.IsVerdict(err) {
 		return nil, x.s.toStatus(ctx, "sidecar.Verify", err)
 	}
 	return apiconv.SidecarResponse(res, err), nil
@@ -59,11 +59,11 @@ func (x *Sidecar) BatchVerify(ctx context.Context, r *sidecarpb.BatchVerifyReque
 	out := &sidecarpb.BatchVerifyResponse{Results: make([]*sidecarpb.VerifyResponse, len(vs))}
 	for i, v := range vs {
 		x.s.metrics.Observe(v.Result.Type, v.Err, per)
-		if v.Err != nil && !apiconv.IsVerdict(v.Err) {
+		if v.Err != nil && !credential.IsVerdict(v.Err) {
 			if credential.KindOf(v.Err) == credential.ErrInvalidArgument {
 				// An empty or oversized credential in a batch is a verdict
 				// on that item only.
-				v.Err = &credential.Error{Kind: credential.ErrMalformed, Reason: "INVALID_API_KEY_FORMAT", Message: "The API key format is invalid."}
+				v.Err = credential.ErrKeyFormat
 			} else {
 				return nil, x.s.toStatus(ctx, "sidecar.BatchVerify", v.Err)
 			}

@@ -45,37 +45,9 @@ func writeError(w http.ResponseWriter, httpStatus int, code codes.Code, reason, 
 	_ = json.NewEncoder(w).Encode(envelope{Error: errorBody{
 		Code:    httpStatus,
 		Message: message,
-		Status:  statusName(code),
+		Status:  errcode.StatusName(code),
 		Details: []errorInfo{{Type: "type.googleapis.com/google.rpc.ErrorInfo", Reason: reason, Domain: errcode.Domain, Metadata: md}},
 	}})
-}
-
-func statusName(c codes.Code) string {
-	switch c {
-	case codes.InvalidArgument:
-		return "INVALID_ARGUMENT"
-	case codes.NotFound:
-		return "NOT_FOUND"
-	case codes.AlreadyExists:
-		return "ALREADY_EXISTS"
-	case codes.PermissionDenied:
-		return "PERMISSION_DENIED"
-	case codes.Unauthenticated:
-		return "UNAUTHENTICATED"
-	case codes.FailedPrecondition:
-		return "FAILED_PRECONDITION"
-	case codes.ResourceExhausted:
-		return "RESOURCE_EXHAUSTED"
-	case codes.Unavailable:
-		return "UNAVAILABLE"
-	case codes.DeadlineExceeded:
-		return "DEADLINE_EXCEEDED"
-	case codes.Unimplemented:
-		return "UNIMPLEMENTED"
-	case codes.Canceled:
-		return "CANCELLED"
-	}
-	return "INTERNAL"
 }
 
 // defaultReason is the reason of a status that carries no ErrorInfo (gateway

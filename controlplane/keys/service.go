@@ -15,15 +15,15 @@ import (
 
 // Limits that keep one request from costing unbounded work or storage.
 const (
-	MaxCredentialBytes = 8192     // credential and raw_key, as in the Ory SDK
-	MaxMetadataBytes   = 64 << 10 // serialized metadata, as in the Ory SDK
-	MaxBatchVerify     = 100      // apiKeys:batchVerify items
-	MaxBatchImport     = 1000     // importedApiKeys:batchCreate items
-	MaxRequestIDLen    = 36       // AIP-155 request_id
-	MaxNameLen         = 256      // key name
-	MaxScopes          = 256      // scopes per key
-	MaxScopeLen        = 512      // bytes per scope
-	MaxCIDRs           = 256      // CIDRs per key
+	MaxCredentialBytes = credential.MaxCredentialBytes // credential and raw_key, as in the Ory SDK
+	MaxMetadataBytes   = 64 << 10                      // serialized metadata, as in the Ory SDK
+	MaxBatchVerify     = 100                           // apiKeys:batchVerify items
+	MaxBatchImport     = 1000                          // importedApiKeys:batchCreate items
+	MaxRequestIDLen    = 36                            // AIP-155 request_id
+	MaxNameLen         = 256                           // key name
+	MaxScopes          = 256                           // scopes per key
+	MaxScopeLen        = 512                           // bytes per scope
+	MaxCIDRs           = 256                           // CIDRs per key
 	MinTTL             = time.Second
 	MaxTTLCeiling      = 315360000 * time.Second // ~10 years, Talos's upper bound
 	defaultPageSize    = 50

@@ -151,7 +151,7 @@ func (s *Service) check(k *credential.Key, r *route, p credential.Presented) (cr
 	return res, nil
 }
 
-var errIPNotAllowed = &credential.Error{Kind: credential.ErrForbidden, Reason: "IP_NOT_ALLOWED", Message: "The client IP address is not allowed to use this key."}
+var errIPNotAllowed = credential.ErrIPNotAllowed
 
 // BatchVerify verifies up to MaxBatchVerify credentials with one store query
 // per key kind, answering in request order. An invalid item never fails the

@@ -9,21 +9,19 @@ import (
 	"github.com/talos-project/talos/pkg/credential"
 )
 
+// The wire names, defined once beside the protos for both ends.
 const (
 	// InvalidationType is the xDS type URL of the resources the Server
 	// publishes; their values are sidecarv1.Invalidation messages.
-	InvalidationType = "type.googleapis.com/talos.sidecar.v1.Invalidation"
-
-	// HeartbeatName names the heartbeat resource: an Invalidation with empty
-	// tenant and key ID whose seq is the watermark and whose time is when it
-	// was last refreshed. No key resource can take this name, since every key
-	// resource name holds a "/".
-	HeartbeatName = "~heartbeat"
+	InvalidationType = sidecarv1.InvalidationTypeURL
+	// HeartbeatName names the heartbeat resource, whose time is also when it
+	// was last refreshed.
+	HeartbeatName = sidecarv1.HeartbeatName
 )
 
 // resourceName is the xDS name of a key's invalidation resource.
 func resourceName(tenant credential.Tenant, id credential.KeyID) string {
-	return string(tenant) + "/" + string(id)
+	return sidecarv1.InvalidationName(string(tenant), string(id))
 }
 
 // invalidationType is the wire word for an event type. An event type this

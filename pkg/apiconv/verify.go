@@ -8,20 +8,6 @@ import (
 	"github.com/talos-project/talos/pkg/errcode"
 )
 
-// IsVerdict reports whether err is a verdict on the credential (answered as
-// is_valid=false in a 200 response) rather than a failure of the request
-// (ErrInvalidArgument) or of the service (ErrUnavailable and the like), which
-// are answered as errors.
-func IsVerdict(err error) bool {
-	switch credential.KindOf(err) {
-	case credential.ErrNotFound, credential.ErrExpired, credential.ErrRevoked,
-		credential.ErrForbidden, credential.ErrRateLimited, credential.ErrMalformed,
-		credential.ErrUnauthenticated:
-		return true
-	}
-	return false
-}
-
 // reasonCodes refine the verification code of an error by its reason where
 // one sentinel covers several codes.
 var reasonCodes = map[string]pb.VerificationErrorCode{

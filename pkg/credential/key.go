@@ -136,20 +136,5 @@ func (k *Key) EffectiveState(now time.Time) State {
 	return StateActive
 }
 
-// AllowsIP reports whether addr may present the key. An invalid addr (the
-// client address could not be determined) is allowed only when the key has no
-// restriction: restrictions fail closed.
-func (k *Key) AllowsIP(addr netip.Addr) bool {
-	if len(k.AllowedCIDRs) == 0 {
-		return true
-	}
-	if !addr.IsValid() {
-		return false
-	}
-	for _, p := range k.AllowedCIDRs {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	return false
-}
+// AllowsIP reports whether addr may present the key (see IPAllowed).
+func (k *Key) AllowsIP(addr netip.Addr) bool { return IPAllowed(k.AllowedCIDRs, addr) }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"net/http"
 
+	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc/codes"
 
 	"github.com/talos-project/talos/pkg/credential"
@@ -149,4 +150,13 @@ func HTTPReason(c codes.Code) string {
 		}
 	}
 	return Internal.Reason
+}
+
+// StatusName is the google.rpc.Code name of c ("NOT_FOUND", "CANCELLED"), as
+// AIP-193 error bodies show it on every surface; unknown codes are INTERNAL.
+func StatusName(c codes.Code) string {
+	if n, ok := code.Code_name[int32(c)]; ok {
+		return n
+	}
+	return code.Code_INTERNAL.String()
 }

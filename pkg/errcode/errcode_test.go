@@ -70,3 +70,14 @@ func TestGRPCRoundTrip(t *testing.T) {
 		t.Error("an unknown code must fail closed as ErrUnavailable")
 	}
 }
+
+func TestStatusName(t *testing.T) {
+	for c, want := range map[codes.Code]string{
+		codes.OK: "OK", codes.Canceled: "CANCELLED", codes.InvalidArgument: "INVALID_ARGUMENT", codes.NotFound: "NOT_FOUND",
+		codes.Unauthenticated: "UNAUTHENTICATED", codes.ResourceExhausted: "RESOURCE_EXHAUSTED", codes.Code(99): "INTERNAL",
+	} {
+		if got := errcode.StatusName(c); got != want {
+			t.Errorf("StatusName(%v) = %q, want %q", c, got, want)
+		}
+	}
+}

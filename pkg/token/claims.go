@@ -19,7 +19,7 @@ import (
 // reads (the reference's limit on a presented credential). Longer input is
 // ErrMalformed without being decoded, and minting or attenuating refuses to
 // produce a longer token.
-const MaxTokenSize = 8192
+const MaxTokenSize = credential.MaxCredentialBytes
 
 // MaxCustomClaimsSize is the largest serialized custom-claims object, in bytes.
 const MaxCustomClaimsSize = 4096

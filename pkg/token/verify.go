@@ -76,9 +76,9 @@ func (o *VerifyOptions) checkClaims(c *Claims, acls [][]netip.Prefix) error {
 	if o.SkipIPCheck {
 		return nil
 	}
-	ip := o.ClientIP.Unmap()
 	for _, acl := range acls {
-		if !ip.IsValid() || !slices.ContainsFunc(acl, func(p netip.Prefix) bool { return p.Contains(ip) }) {
+		// An empty acl here is a restriction to nothing, not none.
+		if len(acl) == 0 || !credential.IPAllowed(acl, o.ClientIP) {
 			return errIPNotAllow
 		}
 	}

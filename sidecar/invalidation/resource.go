@@ -2,7 +2,6 @@ package invalidation
 
 import (
 	"fmt"
-	"strings"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
@@ -12,13 +11,12 @@ import (
 
 const (
 	// TypeURL is the xDS type of the resources the client subscribes to;
-	// their values are sidecarv1.Invalidation messages.
-	TypeURL = "type.googleapis.com/talos.sidecar.v1.Invalidation"
+	// their values are sidecarv1.Invalidation messages. The wire names are
+	// defined once beside the protos, for both ends.
+	TypeURL = sidecarv1.InvalidationTypeURL
 
 	// HeartbeatName names the resource whose seq is the server's watermark.
-	// Its tenant and key ID are empty. No key resource can take this name,
-	// since every key resource name holds a "/".
-	HeartbeatName = "~heartbeat"
+	HeartbeatName = sidecarv1.HeartbeatName
 
 	// NodeCluster is the cluster the client reports in its xDS node.
 	NodeCluster = "talos-proxy"
@@ -68,8 +66,8 @@ func decode(resp *discoveryv3.DeltaDiscoveryResponse) (out []invalidation, maxSe
 			forgotten = inv.GetForgotten()
 			continue
 		}
-		tenant, keyID, ok := strings.Cut(name, "/")
-		if !ok || tenant == "" || keyID == "" || tenant != inv.GetTenant() || keyID != inv.GetKeyId() {
+		tenant, keyID, ok := sidecarv1.ParseInvalidationName(name)
+		if !ok || tenant != inv.GetTenant() || keyID != inv.GetKeyId() {
 			return nil, 0, 0, fmt.Errorf("resource name %q is not <tenant>/<key_id> of its value", name)
 		}
 		out = append(out, invalidation{

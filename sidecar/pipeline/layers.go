@@ -68,7 +68,7 @@ func (l *memoryLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	if err != nil {
 		// Checked again: the stream may have delivered an invalidation of
 		// this key, or gone stale, while the upstream call was failing.
-		if ok && q.now.Before(old.Keep) && isOutage(err) && !l.inv.stale(old) && l.inv.usable() {
+		if ok && q.now.Before(old.Keep) && credential.IsOutage(err) && !l.inv.stale(old) && l.inv.usable() {
 			l.stats.staleServed.Add(1)
 			q.source = extauthz.CacheStale
 			return old, nil
@@ -79,13 +79,6 @@ func (l *memoryLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 		l.c.Set(q.key, e, e.cost(), e.Keep.Sub(q.now))
 	}
 	return e, nil
-}
-
-// isOutage reports whether err means the upstream could not answer (as
-// opposed to a verdict or a bad request).
-func isOutage(err error) bool {
-	k := credential.KindOf(err)
-	return k == credential.ErrUnavailable || k == credential.ErrDeadlineExceeded || k == nil
 }
 
 // sharedLayer is L2: the shared cache. Its failures are misses: a dead Redis
@@ -130,7 +123,7 @@ func (l *sharedLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	}
 	e, err := l.next.lookup(ctx, q)
 	if err != nil {
-		if old != nil && q.now.Before(old.Keep) && isOutage(err) && !l.inv.stale(old) && l.inv.usable() {
+		if old != nil && q.now.Before(old.Keep) && credential.IsOutage(err) && !l.inv.stale(old) && l.inv.usable() {
 			l.stats.staleServed.Add(1)
 			q.source = extauthz.CacheStale
 			return old, nil
@@ -201,7 +194,7 @@ func (l *upstreamLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	tag := l.inv.watermark.Load()
 	res, err := l.up.Verify(ctx, q.p)
 	q.source = extauthz.CacheMiss
-	if err != nil && !isVerdict(err) {
+	if err != nil && !credential.IsVerdict(err) {
 		l.stats.upstreamErrors.Add(1)
 		return nil, err
 	}
@@ -211,15 +204,6 @@ func (l *upstreamLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	}
 	// Not cacheable (rate limited, TTL 0): answer it once.
 	return &Entry{Result: res, Err: err, Fresh: q.now, Keep: q.now}, nil
-}
-
-func isVerdict(err error) bool {
-	switch credential.KindOf(err) {
-	case credential.ErrNotFound, credential.ErrExpired, credential.ErrRevoked, credential.ErrForbidden,
-		credential.ErrRateLimited, credential.ErrMalformed, credential.ErrUnauthenticated:
-		return true
-	}
-	return false
 }
 
 // jwtLayer verifies derived JWTs locally against the control plane's JWKS;
@@ -254,7 +238,7 @@ func (l *jwtLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 			c, err = token.VerifyJWT(q.p.Credential, ks2, o)
 		}
 	}
-	if err != nil && !isVerdict(err) {
+	if err != nil && !credential.IsVerdict(err) {
 		return nil, err
 	}
 	res := c.Result(credential.TypeJWT)

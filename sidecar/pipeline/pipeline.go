@@ -160,9 +160,9 @@ func (p *Pipeline) Close() {
 
 // Authorize decides on one presented credential.
 func (p *Pipeline) Authorize(ctx context.Context, pr credential.Presented) extauthz.Verdict {
-	if len(pr.Credential) == 0 || len(pr.Credential) > maxCredentialBytes {
+	if len(pr.Credential) == 0 || len(pr.Credential) > credential.MaxCredentialBytes {
 		p.stats.localRejects.Add(1)
-		return extauthz.Verdict{Err: errTooLong}
+		return extauthz.Verdict{Err: credential.ErrKeyFormat}
 	}
 	if pr.Tenant == "" {
 		pr.Tenant = credential.DefaultTenant
@@ -194,25 +194,16 @@ func (p *Pipeline) Authorize(ctx context.Context, pr credential.Presented) extau
 // Wait makes preceding in-process cache writes visible; for tests.
 func (p *Pipeline) Wait() { p.l1.Wait() }
 
-var (
-	errTooLong = &credential.Error{Kind: credential.ErrMalformed, Reason: "INVALID_API_KEY_FORMAT", Message: "The API key format is invalid."}
-	errBadSum  = &credential.Error{Kind: credential.ErrNotFound, Reason: "NOT_FOUND", Message: "The API key was not found."}
-	errIP      = &credential.Error{Kind: credential.ErrForbidden, Reason: "IP_NOT_ALLOWED", Message: "The client IP address is not allowed to use this key."}
-	errExpired = &credential.Error{Kind: credential.ErrExpired, Reason: "API_KEY_EXPIRED", Message: "The API key has expired."}
-)
-
-// maxCredentialBytes matches the control plane's limit.
-const maxCredentialBytes = 8192
-
 // localReject rejects what no upstream could accept, without asking it: an
 // oversized credential, and an issued-key shape whose checksum fails.
 func localReject(c string) error {
-	if c == "" || len(c) > maxCredentialBytes {
-		return errTooLong
+	if c == "" || len(c) > credential.MaxCredentialBytes {
+		return credential.ErrKeyFormat
 	}
 	if apikey.LooksIssued(c) {
 		if _, err := apikey.Parse(c); err != nil {
-			return errBadSum
+			// As the control plane answers it: no lookup, NOT_FOUND.
+			return credential.ErrNotFound
 		}
 	}
 	return nil
@@ -226,19 +217,10 @@ func check(e *Entry, ip netip.Addr, now time.Time) error {
 	}
 	r := &e.Result
 	if !r.ExpireTime.IsZero() && !now.Before(r.ExpireTime) {
-		return errExpired
+		return credential.ErrKeyExpired
 	}
-	if len(r.AllowedCIDRs) > 0 {
-		ip = ip.Unmap()
-		if !ip.IsValid() {
-			return errIP
-		}
-		for _, pre := range r.AllowedCIDRs {
-			if pre.Contains(ip) {
-				return nil
-			}
-		}
-		return errIP
+	if !credential.IPAllowed(r.AllowedCIDRs, ip) {
+		return credential.ErrIPNotAllowed
 	}
 	return nil
 }

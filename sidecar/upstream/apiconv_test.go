@@ -58,7 +58,7 @@ func TestFromSidecarResponse_FailsClosed(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			res, err := apiconv.FromSidecarResponse(r)
-			if !errors.Is(err, credential.ErrUnavailable) || apiconv.IsVerdict(err) {
+			if !errors.Is(err, credential.ErrUnavailable) || credential.IsVerdict(err) {
 				t.Errorf("err = %v, want ErrUnavailable", err)
 			}
 			if res.KeyID != "" {

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/talos-project/talos/pkg/apiconv"
 	"github.com/talos-project/talos/pkg/credential"
 	"github.com/talos-project/talos/pkg/errcode"
 )
@@ -93,7 +92,7 @@ func (c *Client) fail(ctx context.Context, method string, err error, attempts in
 		return fmt.Errorf("upstream %s: the control plane rejected the sidecar's token (%s): %w", method, code, credential.ErrUnavailable)
 	}
 	kind := errcode.FromGRPC(code)
-	if kind == nil || apiconv.IsVerdict(kind) {
+	if kind == nil || credential.IsVerdict(kind) {
 		kind = credential.ErrUnavailable
 	}
 	level := slog.LevelDebug

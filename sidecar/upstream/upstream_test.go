@@ -290,7 +290,7 @@ func TestClient_Verify_StatusErrors(t *testing.T) {
 			if !errors.Is(err, tt.want) {
 				t.Errorf("Verify = %v, want %v", err, tt.want)
 			}
-			if apiconv.IsVerdict(err) {
+			if credential.IsVerdict(err) {
 				t.Errorf("Verify = %v, a verdict; a status must never be one", err)
 			}
 			if res.KeyID != "" {

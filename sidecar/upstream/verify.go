@@ -55,7 +55,7 @@ func (c *Client) Verify(ctx context.Context, p credential.Presented) (credential
 
 func (c *Client) verdict(r *sidecarpb.VerifyResponse) (credential.Result, error) {
 	res, err := apiconv.FromSidecarResponse(r)
-	if err != nil && !apiconv.IsVerdict(err) {
+	if err != nil && !credential.IsVerdict(err) {
 		c.log.Error("the control plane sent a verify response this sidecar cannot read", "outcome", r.GetOutcome().String())
 	}
 	return res, err

@@ -128,13 +128,11 @@ func parseDSN(name, dsn string) (Config, error) {
 
 	conn, err := pgx.ParseConfig(base)
 	if err != nil {
-		// pgx masks the password in a URL it can split; when net/url cannot,
-		// give net/url's reason instead, which quotes no password.
-		var ue *url.Error
-		if _, uerr := url.Parse(base); errors.As(uerr, &ue) {
-			return fail("%v", ue.Err)
-		}
-		return fail("%v", err)
+		// Neither pgx's error (which masks the password only in a URL it can
+		// split) nor net/url's (which quotes the offending part: a port that
+		// is really half a password) may be shown: say what is wrong in
+		// words of our own.
+		return fail("%s", urlProblem(base))
 	}
 	if !connectTimeoutSet && conn.ConnectTimeout == 0 {
 		conn.ConnectTimeout = DefaultConnectTimeout
@@ -143,6 +141,25 @@ func parseDSN(name, dsn string) (Config, error) {
 		conn.RuntimeParams["application_name"] = DefaultApplicationName
 	}
 	return Config{conn: conn, Pool: pool}, nil
+}
+
+// urlProblem describes why a DSN that pgx refused is malformed without
+// quoting any part of it.
+func urlProblem(dsn string) string {
+	_, err := url.Parse(dsn)
+	var (
+		esc  url.EscapeError
+		host url.InvalidHostError
+	)
+	switch {
+	case err == nil:
+		return "not a valid connection URL (check the parameter values)"
+	case errors.As(err, &esc):
+		return "invalid percent-encoding in the URL"
+	case errors.As(err, &host):
+		return "invalid character in the host name"
+	}
+	return "malformed URL (a user name or password holding '/', '?', '#', '@' or ':' must be percent-encoded)"
 }
 
 // takePool removes the pool parameters from q and returns them, defaults
