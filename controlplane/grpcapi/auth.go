@@ -177,10 +177,6 @@ func authStatus(sentinel error, msg string) error {
 	return st.Err()
 }
 
-// IsAuthError reports whether err is one of Check's refusals of a credential
-// (401 or 403; not an unknown method).
-func IsAuthError(err error) bool { return err == errUnauthenticated || err == errSidecarOnAdmin }
-
 // Check decides whether a caller presenting the Authorization value may call
 // fullMethod. It returns nil or a gRPC status error: UNAUTHENTICATED without a
 // valid credential, PERMISSION_DENIED for a sidecar token on the admin API,
