@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -107,6 +108,14 @@ var testKeys = map[string]extauthz.Verdict{
 	"limited": {Err: &credential.Error{Kind: credential.ErrRateLimited, Reason: "RATE_LIMITED",
 		Message: "rate limit exceeded", RetryAfter: 7 * time.Second}},
 	"outage": {Err: fmt.Errorf("upstream: %w", credential.ErrUnavailable)},
+	// Attenuated macaroons: limited to paths under /read, and to the host
+	// 127.0.0.1 (the host the tests connect to).
+	"readonly": {Result: credential.Result{Type: credential.TypeMacaroon, Tenant: credential.DefaultTenant,
+		KeyID: "k3", ActorID: "a3", Scopes: []string{"read"}, Status: credential.StateActive,
+		Conditions: map[string]string{"path": "/read"}}},
+	"localonly": {Result: credential.Result{Type: credential.TypeMacaroon, Tenant: credential.DefaultTenant,
+		KeyID: "k4", ActorID: "a4", Status: credential.StateActive,
+		Conditions: map[string]string{"host": "127.0.0.1"}}},
 }
 
 // fakeAuthorizer answers from testKeys, and NOT_FOUND for every other
@@ -138,6 +147,7 @@ func newTestSidecar(t *testing.T) string {
 type appEcho struct {
 	Method string
 	Path   string
+	RawURI string // the request target as it reached the app
 	Body   string
 	Talos  map[string]string // the X-Talos-* request headers
 }
@@ -147,7 +157,7 @@ func newTestApp(t *testing.T) string {
 	t.Helper()
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		e := appEcho{Method: r.Method, Path: r.URL.Path, Body: string(body), Talos: map[string]string{}}
+		e := appEcho{Method: r.Method, Path: r.URL.Path, RawURI: r.RequestURI, Body: string(body), Talos: map[string]string{}}
 		for k, v := range r.Header {
 			if strings.HasPrefix(k, "X-Talos-") {
 				e.Talos[k] = strings.Join(v, ",")
@@ -379,11 +389,24 @@ var proxyCases = []proxyCase{
 	{name: "forged scope requirement", path: "/orders",
 		header: map[string]string{"X-Api-Key": "good", "X-Talos-Scopes": "admin"}, status: 200, app: goodHeaders},
 	{name: "rate limited", path: "/orders", header: map[string]string{"X-Api-Key": "limited"}, status: 429, retryAfter: "7"},
+	// A second credential header would reach the app unverified.
+	{name: "two different credentials", path: "/orders", header: map[string]string{"Authorization": "Bearer good", "X-Api-Key": "bad"}, status: 401},
+	{name: "the same credential twice", path: "/orders", header: map[string]string{"Authorization": "Bearer good", "X-Api-Key": "good"},
+		status: 200, app: goodHeaders},
+	{name: "path condition holds", path: "/read/orders", header: map[string]string{"X-Api-Key": "readonly"}, status: 200,
+		app: map[string]string{"X-Talos-Key-Id": "k3", "X-Talos-Actor-Id": "a3", "X-Talos-Scopes": "read",
+			"X-Talos-Tenant": string(credential.DefaultTenant), "X-Talos-Credential-Type": "derived_macaroon"}},
+	{name: "path condition fails", path: "/orders", header: map[string]string{"X-Api-Key": "readonly"}, status: 403},
+	{name: "host condition holds", path: "/orders", header: map[string]string{"X-Api-Key": "localonly"}, status: 200,
+		app: map[string]string{"X-Talos-Key-Id": "k4", "X-Talos-Actor-Id": "a4",
+			"X-Talos-Tenant": string(credential.DefaultTenant), "X-Talos-Credential-Type": "derived_macaroon"}},
 	{name: "sidecar cannot decide", path: "/orders", header: map[string]string{"X-Api-Key": "outage"}, status: 503},
 }
 
 func runProxyCases(t *testing.T, client *http.Client, base string) {
 	t.Helper()
+	t.Run("path attacks", func(t *testing.T) { runPathAttacks(t, base) })
+	t.Run("host attacks", func(t *testing.T) { runHostAttacks(t, base) })
 	for _, c := range proxyCases {
 		t.Run(c.name, func(t *testing.T) {
 			method := c.method
@@ -450,4 +473,100 @@ func runProxyCases(t *testing.T, client *http.Client, base string) {
 			}
 		})
 	}
+}
+
+// pathAttacks are request targets that leave /read for an app that resolves
+// dot segments, decodes escapes or strips ";" parameters, or that cannot be
+// read one way only (finding 4 of issue 11).
+var pathAttacks = []string{
+	"/read/../admin",
+	"/read/%2e%2e/admin",
+	"/read/%2E%2E/admin",
+	"/read/.%2e/admin",
+	"/read/..%2fadmin",
+	"/read/..%2Fadmin",
+	"/read/%2e%2e%2fadmin",
+	"/read//../admin",
+	"//read/../admin",
+	"/read/./../admin",
+	"/read/x/../../admin",
+	"/read/../read/../admin",
+	"/read/..;/admin",
+	"/read;x/../admin",
+	"/read/..%3B/admin",
+	"/read/%252e%252e/admin",
+	`/read/..\admin`,
+	"/read/..%5cadmin",
+	"/read/x%00/../../admin",
+	"/read/.../admin",
+	"/read/%zz/../../admin",
+}
+
+// runPathAttacks sends each of pathAttacks, byte for byte, with a macaroon
+// limited to /read: none may reach the app. /read/x passes, to show the key
+// works.
+func runPathAttacks(t *testing.T, base string) {
+	addr := strings.TrimPrefix(base, "http://")
+	if st, fromApp, uri := rawGet(t, addr, "/read/x", "", "readonly"); st != http.StatusOK || !fromApp || uri != "/read/x" {
+		t.Fatalf("/read/x with the /read macaroon: %d (from the app: %t, as %q), want 200 from the app", st, fromApp, uri)
+	}
+	for _, p := range pathAttacks {
+		st, fromApp, uri := rawGet(t, addr, p, "", "readonly")
+		if fromApp || st < 400 {
+			t.Errorf("%s with the /read macaroon: %d, reached the app as %q", p, st, uri)
+		} else {
+			t.Logf("%s: %d", p, st)
+		}
+	}
+}
+
+// runHostAttacks sends requests for another host that claim, one way or
+// another, to be for 127.0.0.1, with a macaroon limited to that host: none
+// may reach the app.
+func runHostAttacks(t *testing.T, base string) {
+	addr := strings.TrimPrefix(base, "http://")
+	for _, c := range []struct{ name, target, extra string }{
+		{"forged X-Forwarded-Host", "/orders", "Host: other.example\r\nX-Forwarded-Host: 127.0.0.1\r\n"},
+		{"absolute-form target", "http://other.example/orders", ""},
+	} {
+		st, fromApp, uri := rawGet(t, addr, c.target, c.extra, "localonly")
+		// Caddy answers an empty 200 for a host it has no site for.
+		if fromApp {
+			t.Errorf("%s with the 127.0.0.1 macaroon: %d, reached the app as %q", c.name, st, uri)
+		} else {
+			t.Logf("%s: %d", c.name, st)
+		}
+	}
+}
+
+// rawGet sends GET target as written (Go's client would clean or re-encode
+// it), with the header lines extra (else Host: 127.0.0.1), and reports the
+// status, whether the app answered, and the target the app got.
+func rawGet(t *testing.T, addr, target, extra, key string) (status int, fromApp bool, appURI string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if !strings.Contains(extra, "Host: ") {
+		extra += "Host: " + addr + "\r\n"
+	}
+	req := "GET " + target + " HTTP/1.1\r\n" + extra + "X-Api-Key: " + key + "\r\nConnection: close\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%s: %v", target, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.Header.Get("X-Test-App") == "1" {
+		var e appEcho
+		_ = json.Unmarshal(body, &e)
+		return resp.StatusCode, true, e.RawURI
+	}
+	return resp.StatusCode, false, ""
 }

@@ -109,9 +109,10 @@ func (m *Memo) load(s *Server) *allowParts {
 // given in its comment.
 type Options struct {
 	// CredentialHeaders are the lowercase request header names a credential
-	// is read from, in order; the first header present wins. "authorization"
-	// takes the "Bearer <credential>" scheme only (case-insensitive scheme).
-	// Default: ["authorization", "x-api-key"].
+	// is read from. "authorization" takes the "Bearer <credential>" scheme
+	// only (case-insensitive scheme; other schemes are no credential). A
+	// request whose headers carry two different credentials is denied as
+	// ambiguous, without a lookup. Default: ["authorization", "x-api-key"].
 	CredentialHeaders []string
 	// ClientIPHeaders are lowercase forwarded headers trusted for the client
 	// address, in order (a list such as x-forwarded-for gives its rightmost
@@ -129,8 +130,10 @@ type Options struct {
 	// MetadataHeaders are the top-level metadata fields of a key copied into
 	// upstream headers (string, number and bool values; others skipped).
 	MetadataHeaders []string
-	// RemoveCredential asks Envoy to strip the credential header on allow
-	// (headers_to_remove), so the upstream service never sees the key.
+	// RemoveCredential asks Envoy to strip every credential header on allow
+	// (headers_to_remove; in HTTP mode x-envoy-auth-headers-to-remove), so
+	// the upstream service never sees the key, nor anything else sent in
+	// those headers (an Authorization of another scheme included).
 	RemoveCredential bool
 	// Tenant is the tenant of a check whose route names none. Default:
 	// credential.DefaultTenant.

@@ -96,32 +96,108 @@ func (s *Server) decide(ctx context.Context, req *Request) (Verdict, *denial) {
 }
 
 // conditionsHold enforces the free conditions of an attenuated macaroon that
-// the sidecar understands: "method" (the request method, case-insensitive),
-// "host" (the request host, case-insensitive) and "path" (a prefix of the
-// request path, on a segment boundary). Any other condition fails: the
-// sidecar is where the request is decided, and a restriction nobody enforces
-// would turn the holder's attenuation into a grant.
+// the sidecar understands:
+//
+//   - "method": the request method, ASCII case-insensitive;
+//   - "host": the request host, ASCII case-insensitive, port included and
+//     nothing else normalised (see hostHolds);
+//   - "path": a prefix the request path stays inside (see pathWithin); a
+//     path that cannot be read one way only never holds.
+//
+// Any other condition fails: the sidecar is where the request is decided,
+// and a restriction nobody enforces would turn the holder's attenuation into
+// a grant. strings.EqualFold is not used: its Unicode folding makes "K"
+// (U+212A KELVIN SIGN) equal "k", so a host or method the proxy routes
+// elsewhere would pass.
 func conditionsHold(conds map[string]string, req *Request) bool {
 	for k, want := range conds {
 		switch k {
 		case "method":
-			if !strings.EqualFold(req.Method, want) {
+			if want == "" || !asciiEqualFold(req.Method, want) {
 				return false
 			}
 		case "host":
-			if !strings.EqualFold(req.Host, want) {
+			if !hostHolds(req.Host, want) {
 				return false
 			}
 		case "path":
-			p := req.Path
-			if i := strings.IndexAny(p, "?#"); i >= 0 {
-				p = p[:i]
-			}
-			if want == "" || !strings.HasPrefix(p, want) ||
-				(len(p) > len(want) && !strings.HasSuffix(want, "/") && p[len(want)] != '/') {
+			if !pathWithin(req.Path, want) {
 				return false
 			}
 		default:
+			return false
+		}
+	}
+	return true
+}
+
+// hostHolds reports whether the request host got equals want, ignoring
+// ASCII case only. Both must be a plain host[:port] (letters, digits, "-",
+// ".", "_", or a bracketed IPv6 literal, then an optional numeric port); a
+// list ("a, b", as a repeated X-Forwarded-Host arrives), userinfo or any
+// other byte never holds. A trailing dot or a port is not removed: proxies
+// route "api.example.com." and "api.example.com:8443" as they please, so a
+// condition names the host exactly as the proxy passes it on.
+func hostHolds(got, want string) bool {
+	return plainHost(want) && plainHost(got) && asciiEqualFold(got, want)
+}
+
+func plainHost(h string) bool {
+	port := ""
+	if strings.HasPrefix(h, "[") {
+		end := strings.IndexByte(h, ']')
+		if end < 2 {
+			return false
+		}
+		for i := 1; i < end; i++ {
+			if c := h[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == ':' || c == '.') {
+				return false
+			}
+		}
+		port = h[end+1:]
+		if port != "" && port[0] != ':' {
+			return false
+		}
+	} else {
+		name := h
+		if i := strings.IndexByte(h, ':'); i >= 0 {
+			name, port = h[:i], h[i:]
+		}
+		if name == "" {
+			return false
+		}
+		for i := 0; i < len(name); i++ {
+			if c := name[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+				return false
+			}
+		}
+	}
+	if port == "" {
+		return true
+	}
+	if len(port) < 2 || len(port) > 6 {
+		return false
+	}
+	for i := 1; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// asciiEqualFold reports whether a and b are equal when ASCII letters are
+// folded to lower case; any other byte must be equal.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x == y {
+			continue
+		}
+		if x|0x20 != y|0x20 || x|0x20 < 'a' || x|0x20 > 'z' {
 			return false
 		}
 	}

@@ -2,8 +2,10 @@ package extauthz_test
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -154,4 +156,94 @@ func printableNoComma(s string) bool {
 		}
 	}
 	return true
+}
+
+// FuzzClientIP checks the trusted forwarded headers by their properties:
+// the rightmost entry of the last value decides; nothing to its left (which
+// the client writes) ever changes the answer; repeated headers, Envoy's
+// merged form and the HTTP transport agree; an unusable header falls through
+// to the next, then to the peer; and the address is never IPv4-mapped.
+func FuzzClientIP(f *testing.F) {
+	f.Add("203.0.113.7", "198.51.100.1", "", "evil", "192.0.2.10")
+	f.Add("", "10.0.0.1, 203.0.113.9", "2001:db8::1", "1.2.3.4", "192.0.2.10")
+	f.Add("a,b", "unknown", "[::ffff:198.51.100.3]:443", "", "::1")
+	f.Add("", " 192.0.2.5:80 ,", "nope", "10.0.0.0/8", "fe80::1%eth0")
+	f.Add("x", "::ffff:10.1.2.3", "", "", "not an address")
+	opts := &extauthz.Options{ClientIPHeaders: []string{"x-forwarded-for", "x-real-ip"}}
+	f.Fuzz(func(t *testing.T, xff1, xff2, realIP, junk, peer string) {
+		if _, err := netip.ParseAddr(peer); err != nil {
+			peer = "192.0.2.10"
+		}
+		grpcRaw := func(xff1, xff2 string) netip.Addr {
+			kv := []string{"x-forwarded-for", xff1, "x-forwarded-for", xff2}
+			if realIP != "" {
+				kv = append(kv, "x-real-ip", realIP)
+			}
+			r := rawCheckRequest(kv...)
+			r.Attributes.Source.Address.GetSocketAddress().Address = peer
+			return extauthz.FromCheckRequest(r, opts).ClientIP
+		}
+		grpcMerged := func(xff1, xff2 string) netip.Addr {
+			h := map[string]string{"x-forwarded-for": xff1 + "," + xff2}
+			if realIP != "" {
+				h["x-real-ip"] = realIP
+			}
+			r := checkRequest(h, nil)
+			r.Attributes.Source.Address.GetSocketAddress().Address = peer
+			return extauthz.FromCheckRequest(r, opts).ClientIP
+		}
+		viaHTTP := func(xff1, xff2 string) netip.Addr {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.RemoteAddr = net.JoinHostPort(peer, "40000")
+			r.Header = http.Header{"X-Forwarded-For": {xff1, xff2}}
+			if realIP != "" {
+				r.Header["X-Real-Ip"] = []string{realIP}
+			}
+			return extauthz.FromHTTP(r, opts).ClientIP
+		}
+
+		got := grpcRaw(xff1, xff2)
+		if m, h := grpcMerged(xff1, xff2), viaHTTP(xff1, xff2); m != got || h != got {
+			t.Fatalf("transports disagree: header_map %v, merged %v, http %v", got, m, h)
+		}
+		// The model: the rightmost entry of the last value, else the next
+		// header, else the peer.
+		want := rightmost(xff2)
+		if !want.IsValid() && realIP != "" {
+			want = rightmost(realIP)
+		}
+		if !want.IsValid() {
+			want = netip.MustParseAddr(peer).Unmap()
+		}
+		if got != want {
+			t.Fatalf("client IP %v, want %v", got, want)
+		}
+		if got.Is4In6() {
+			t.Fatalf("IPv4-mapped client IP %v", got)
+		}
+		// What the client writes left of the last comma, or in an earlier
+		// header, never matters.
+		for _, alt := range [][2]string{{junk + "," + xff1, xff2}, {junk, junk + "," + xff2}, {"", xff2}} {
+			if a := viaHTTP(alt[0], alt[1]); a != got {
+				t.Fatalf("client-written entries %q changed the client IP from %v to %v", alt, got, a)
+			}
+			if a := grpcRaw(alt[0], alt[1]); a != got {
+				t.Fatalf("client-written entries %q changed the gRPC client IP from %v to %v", alt, got, a)
+			}
+		}
+	})
+}
+
+// rightmost parses the last comma-separated entry of v as an address, with
+// or without a port; the zero Addr when it does not parse.
+func rightmost(v string) netip.Addr {
+	parts := strings.Split(v, ",")
+	e := strings.Trim(parts[len(parts)-1], " \t")
+	if a, err := netip.ParseAddr(e); err == nil {
+		return a.Unmap()
+	}
+	if ap, err := netip.ParseAddrPort(e); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
 }

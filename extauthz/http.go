@@ -82,7 +82,7 @@ func (s *Server) serveCheck(w http.ResponseWriter, r *http.Request) {
 	for _, x := range hs {
 		h[x.name.canonical] = []string{x.value}
 	}
-	if rm := s.httpToRemove(r, &req, hs); len(rm) > 0 {
+	if rm := s.httpToRemove(r, hs); len(rm) > 0 {
 		h["X-Envoy-Auth-Headers-To-Remove"] = []string{strings.Join(rm, ", ")}
 	}
 	w.WriteHeader(http.StatusOK)
@@ -91,10 +91,10 @@ func (s *Server) serveCheck(w http.ResponseWriter, r *http.Request) {
 
 // httpToRemove is checkToRemove for HTTP mode, where only Envoy's
 // http_service can act on it.
-func (s *Server) httpToRemove(r *http.Request, req *Request, set []header) []string {
+func (s *Server) httpToRemove(r *http.Request, set []header) []string {
 	var rm []string
-	if s.opts.RemoveCredential && req.CredentialHeader != "" {
-		rm = append(rm, req.CredentialHeader)
+	if s.opts.RemoveCredential {
+		rm = append(rm, s.static.credentialHeaders...)
 	}
 	for k := range r.Header {
 		if s.spoofed(k, set) {

@@ -66,7 +66,7 @@ func TestHTTPHandler_check(t *testing.T) {
 			status: 200, want: map[string]string{
 				"X-Talos-Key-Id": string(goodResult.KeyID), "X-Talos-Actor-Id": "user-42", "X-Talos-Scopes": "read write",
 				"X-Talos-Tenant": string(credential.DefaultTenant), "X-Talos-Credential-Type": "issued", "X-Talos-Meta-Plan": "pro",
-				"X-Envoy-Auth-Headers-To-Remove": "authorization, x-talos-foo",
+				"X-Envoy-Auth-Headers-To-Remove": "authorization, x-api-key, x-talos-foo",
 			}},
 		{name: "any method", method: "DELETE", path: "/", headers: map[string]string{"X-Api-Key": "good"}, status: 200,
 			want: map[string]string{"X-Talos-Key-Id": string(goodResult.KeyID)}},
@@ -74,6 +74,8 @@ func TestHTTPHandler_check(t *testing.T) {
 			want: map[string]string{"Www-Authenticate": challengeMissing, "Content-Type": "application/json"}, absent: []string{"X-Talos-Key-Id"}},
 		{name: "ambiguous", method: "GET", path: "/auth", headers: map[string]string{"X-Api-Key": "good,revoked"}, status: 401, reason: "INVALID_API_KEY_FORMAT",
 			want: map[string]string{"Www-Authenticate": challengeInvalid}},
+		{name: "two credential headers", method: "GET", path: "/auth", headers: map[string]string{"Authorization": "Bearer good", "X-Api-Key": "revoked"},
+			status: 401, reason: "INVALID_API_KEY_FORMAT", want: map[string]string{"Www-Authenticate": challengeInvalid}, absent: []string{"X-Talos-Key-Id"}},
 		{name: "revoked", method: "GET", path: "/auth", headers: map[string]string{"X-Api-Key": "revoked"}, status: 401, reason: "API_KEY_REVOKED",
 			want: map[string]string{"Www-Authenticate": challengeInvalid}},
 		{name: "forbidden", method: "GET", path: "/auth", headers: map[string]string{"X-Api-Key": "elsewhere"}, status: 403, reason: "IP_NOT_ALLOWED",

@@ -32,12 +32,13 @@ type Request struct {
 	// Credential is the presented credential, "" when none was found.
 	Credential string
 	// CredentialHeader is the lowercase name of the header Credential came
-	// from.
+	// from (the first, when several carry it).
 	CredentialHeader string
 	// Problem is non-nil when the request carries a credential that cannot
-	// be used: several different values (repeated headers, or a
-	// comma-separated list, which is how proxies merge repeats, so a
-	// credential never contains a comma), more than credential.MaxCredentialBytes, or
+	// be used: several different values (in two credential headers, in
+	// repeated headers, or in a comma-separated list, which is how proxies
+	// merge repeats, so a credential never contains a comma), more than
+	// credential.MaxCredentialBytes, or
 	// bytes outside printable ASCII. It wraps credential.ErrMalformed and
 	// says nothing about the credential itself. The check is denied without
 	// asking the Authorizer.
@@ -82,18 +83,18 @@ func FromCheckRequest(r *authv3.CheckRequest, o *Options) Request {
 	h := attrs.GetRequest().GetHttp()
 	src := checkHeaders{m: h.GetHeaders()}
 	if len(src.m) == 0 {
-		src.raw = h.GetHeaderMap().GetHeaders()
+		src.m, src.raw = nil, h.GetHeaderMap().GetHeaders()
 	}
 	req := Request{Method: h.GetMethod(), Host: h.GetHost(), Path: h.GetPath()}
+	var x extractor
 	for _, name := range o.CredentialHeaders {
-		x := extractor{bearer: name == "authorization"}
+		x.header(name)
 		src.each(name, x.add)
-		if x.present() {
-			req.Credential, req.Problem = x.result()
-			req.CredentialHeader = name
+		if x.problem != nil {
 			break
 		}
 	}
+	req.Credential, req.CredentialHeader, req.Problem = x.result()
 	for _, name := range o.ClientIPHeaders {
 		if a, ok := src.addr(name); ok {
 			req.ClientIP = a
@@ -129,22 +130,28 @@ func FromHTTP(r *http.Request, o *Options) Request {
 		return req
 	}
 	h := r.Header
+	var x extractor
 	for _, name := range o.CredentialHeaders {
-		x := extractor{bearer: name == "authorization"}
+		x.header(name)
 		for _, v := range h[textproto.CanonicalMIMEHeaderKey(name)] {
 			x.add(v)
 		}
-		if x.present() {
-			req.Credential, req.Problem = x.result()
-			req.CredentialHeader = name
+		if x.problem != nil {
 			break
 		}
 	}
+	req.Credential, req.CredentialHeader, req.Problem = x.result()
 	req.ClientIP = httpClientIP(r, o)
 	req.Method = first(h.Get("X-Forwarded-Method"), h.Get("X-Original-Method"), r.Method)
 	req.Path = first(h.Get("X-Forwarded-Uri"), h.Get("X-Original-Uri"))
-	if req.Path == "" && r.URL != nil {
-		req.Path = r.URL.RequestURI()
+	if req.Path == "" {
+		// The request target as received: r.URL is decoded, and
+		// re-encoding it would hide what the upstream app gets.
+		if strings.HasPrefix(r.RequestURI, "/") {
+			req.Path = r.RequestURI
+		} else if r.URL != nil {
+			req.Path = r.URL.RequestURI()
+		}
 	}
 	req.Host = first(h.Get("X-Forwarded-Host"), r.Host)
 	req.Tenant = tenantOr(h.Get(HeaderTenant), o.Tenant)
@@ -207,17 +214,28 @@ func rawValue(hv *corev3.HeaderValue) string {
 	return hv.GetValue()
 }
 
-// extractor collects the values of one credential header. Proxies merge
+// extractor collects the values of every credential header. Proxies merge
 // repeated headers into one comma-separated value (RFC 9110, section 5.3), so
 // a comma always separates values: a credential cannot contain one, and
-// "a,a" is one credential while "a,b" is ambiguous.
+// "a,a" is one credential while "a,b" is ambiguous. The same holds across
+// headers: a request that presents "a" in one credential header and "b" in
+// another is ambiguous too, since a check that looked at one of them only
+// would let the other reach the upstream unverified.
 type extractor struct {
-	// bearer: values must be "Bearer <credential>"; other schemes are
-	// skipped as if the header were absent.
-	bearer  bool
-	cred    string
-	found   bool
-	problem error
+	// bearer: values of the current header must be "Bearer <credential>";
+	// other schemes are skipped as if the header were absent.
+	bearer bool
+	// name is the current header; from the header the credential was
+	// first found in.
+	name, from string
+	cred       string
+	found      bool
+	problem    error
+}
+
+// header starts the values of the header name.
+func (x *extractor) header(name string) {
+	x.name, x.bearer = name, name == "authorization"
 }
 
 func (x *extractor) add(v string) {
@@ -245,22 +263,25 @@ func (x *extractor) addOne(p string) {
 		x.problem = errAmbiguous
 		return
 	}
-	x.cred, x.found = p, true
+	if !x.found {
+		x.cred, x.found, x.from = p, true, x.name
+	}
 }
 
-// present reports whether the header carried a credential, usable or not.
-func (x *extractor) present() bool { return x.found || x.problem != nil }
-
-func (x *extractor) result() (string, error) {
+// result returns the credential and the header it was first found in, or
+// the problem that makes it unusable.
+func (x *extractor) result() (cred, header string, problem error) {
 	switch {
+	case !x.found:
+		return "", "", nil
 	case x.problem != nil:
-		return "", x.problem
+		return "", x.from, x.problem
 	case len(x.cred) > credential.MaxCredentialBytes:
-		return "", errTooLong
+		return "", x.from, errTooLong
 	case !printable(x.cred):
-		return "", errCharset
+		return "", x.from, errCharset
 	}
-	return x.cred, nil
+	return x.cred, x.from, nil
 }
 
 // bearerToken returns the credential of "Bearer <credential>" (scheme

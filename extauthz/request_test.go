@@ -46,9 +46,12 @@ func TestFromCheckRequest(t *testing.T) {
 			want: with(func(r *extauthz.Request) { r.Credential, r.CredentialHeader = "abc", "authorization" })},
 		{name: "trailing spaces trimmed", req: checkRequest(map[string]string{"x-api-key": " abc \t"}, nil),
 			want: with(func(r *extauthz.Request) { r.Credential, r.CredentialHeader = "abc", "x-api-key" })},
-		{name: "custom header list", req: checkRequest(map[string]string{"authorization": "Bearer abc", "x-key": "def"}, nil),
+		{name: "custom header list", req: checkRequest(map[string]string{"x-api-key": "abc", "x-key": "def"}, nil),
 			opts: &extauthz.Options{CredentialHeaders: []string{"x-key", "authorization"}},
 			want: with(func(r *extauthz.Request) { r.Credential, r.CredentialHeader = "def", "x-key" })},
+		{name: "custom header list, two credentials", req: checkRequest(map[string]string{"authorization": "Bearer abc", "x-key": "def"}, nil),
+			opts: &extauthz.Options{CredentialHeaders: []string{"x-key", "authorization"}}, problem: true,
+			want: with(func(r *extauthz.Request) { r.CredentialHeader = "x-key" })},
 		{name: "ambiguous", req: checkRequest(map[string]string{"x-api-key": "a,b"}, nil), problem: true,
 			want: with(func(r *extauthz.Request) { r.CredentialHeader = "x-api-key" })},
 		{name: "header map raw values", req: rawCheckRequest("Authorization", "Bearer abc", "authorization", "bearer abc"),
@@ -58,6 +61,12 @@ func TestFromCheckRequest(t *testing.T) {
 		{name: "header map string values", req: func() *authv3.CheckRequest {
 			r := checkRequest(nil, nil)
 			r.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "x-api-key", Value: "abc"}}}
+			return r
+		}(), want: with(func(r *extauthz.Request) { r.Credential, r.CredentialHeader = "abc", "x-api-key" })},
+		// An empty (non-nil) map is no headers: header_map is read.
+		{name: "empty headers map", req: func() *authv3.CheckRequest {
+			r := rawCheckRequest("x-api-key", "abc")
+			r.Attributes.Request.Http.Headers = map[string]string{}
 			return r
 		}(), want: with(func(r *extauthz.Request) { r.Credential, r.CredentialHeader = "abc", "x-api-key" })},
 		{name: "headers win over header map", req: func() *authv3.CheckRequest {
@@ -191,6 +200,11 @@ func TestExtract(t *testing.T) {
 		{name: "quote", key: []string{`k"1`}, want: `k"1`, header: "x-api-key"},
 		{name: "DEL", key: []string{"k\x7f"}, header: "x-api-key", problem: true},
 		{name: "problem stops the walk", auth: []string{"Bearer a b"}, key: []string{"k1"}, header: "authorization", problem: true},
+		{name: "same credential in both headers", auth: []string{"Bearer k1"}, key: []string{"k1"}, want: "k1", header: "authorization"},
+		{name: "different credentials in two headers", auth: []string{"Bearer t1"}, key: []string{"k1"}, header: "authorization", problem: true},
+		{name: "second header merged different", auth: []string{"Bearer t1"}, key: []string{"t1,k1"}, header: "authorization", problem: true},
+		{name: "other scheme and a key", auth: []string{"Basic Zm9v"}, key: []string{"k1"}, want: "k1", header: "x-api-key"},
+		{name: "blank key beside a token", auth: []string{"Bearer t1"}, key: []string{" "}, want: "t1", header: "authorization"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

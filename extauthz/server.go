@@ -72,9 +72,9 @@ type statics struct {
 	invalidChallenge string
 	scopeChallenge   string
 	unavailableErr   error
-	// removeCredential maps each credential header to a one-element
-	// headers_to_remove list.
-	removeCredential map[string][]string
+	// credentialHeaders are the credential headers, sorted: what an allow
+	// removes with Options.RemoveCredential. Shared, never modified.
+	credentialHeaders []string
 	// tenant is Options.Tenant and types every credential type, as shared
 	// upstream values.
 	tenant      *sharedValue
@@ -138,7 +138,6 @@ func newStatics(o *Options) statics {
 		invalidChallenge: missingChallenge + `, error="invalid_token"`,
 		scopeChallenge:   missingChallenge + `, error="insufficient_scope", scope="`,
 		unavailableErr:   status.Error(codes.Unavailable, "authorization is unavailable"),
-		removeCredential: map[string][]string{},
 	}
 	st.missing = newDenial(http.StatusUnauthorized, reasonMissing, errMissing.Message, missingChallenge, 0)
 	st.malformed = newDenial(http.StatusUnauthorized, reasonInvalidFormat,
@@ -171,9 +170,7 @@ func newStatics(o *Options) statics {
 			}
 		}
 	}
-	for _, h := range o.CredentialHeaders {
-		st.removeCredential[h] = []string{h}
-	}
+	st.credentialHeaders = sortedSet(slices.Clone(o.CredentialHeaders))
 	return st
 }
 
@@ -249,7 +246,7 @@ func (s *Server) okResponse(r *authv3.CheckRequest, req *Request, res *credentia
 	if p := memo.load(s); p != nil {
 		a := &okReused{}
 		a.ok.Headers = p.opts
-		a.ok.HeadersToRemove = s.checkToRemove(r, req, p.hs)
+		a.ok.HeadersToRemove = s.checkToRemove(r, p.hs)
 		a.wrap.OkResponse = &a.ok
 		a.resp.Status = s.static.okStatus
 		a.resp.HttpResponse = &a.wrap
@@ -281,7 +278,7 @@ func (s *Server) okResponse(r *authv3.CheckRequest, req *Request, res *credentia
 	}
 	a := &okAllocation{}
 	a.ok.Headers = opts
-	a.ok.HeadersToRemove = s.checkToRemove(r, req, hs)
+	a.ok.HeadersToRemove = s.checkToRemove(r, hs)
 	a.wrap.OkResponse = &a.ok
 	a.resp.Status = s.static.okStatus
 	a.resp.HttpResponse = &a.wrap
@@ -294,14 +291,16 @@ func (s *Server) okResponse(r *authv3.CheckRequest, req *Request, res *credentia
 	return &a.resp
 }
 
-// checkToRemove lists the request headers Envoy must strip: the credential
-// header when Options.RemoveCredential, and every header under the prefix
-// that the allow does not set, so a client cannot pass a forged
-// x-talos-scopes (say) to the upstream.
-func (s *Server) checkToRemove(r *authv3.CheckRequest, req *Request, set []header) []string {
+// checkToRemove lists the request headers Envoy must strip: every
+// credential header when Options.RemoveCredential (not only the one the
+// credential was read from: whatever another one carries, the same
+// credential or another scheme, was not verified here), and every header
+// under the prefix that the allow does not set, so a client cannot pass a
+// forged x-talos-scopes (say) to the upstream.
+func (s *Server) checkToRemove(r *authv3.CheckRequest, set []header) []string {
 	var rm []string
-	if s.opts.RemoveCredential && req.CredentialHeader != "" {
-		rm = s.static.removeCredential[req.CredentialHeader]
+	if s.opts.RemoveCredential {
+		rm = s.static.credentialHeaders
 	}
 	owned := false
 	add := func(k string) {

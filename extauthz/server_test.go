@@ -49,7 +49,10 @@ func TestServer_Check(t *testing.T) {
 			status: 401, code: codes.Unauthenticated, reason: "CREDENTIAL_MISSING", challenge: challengeMissing},
 		{name: "bearer without token is no credential", headers: map[string]string{"authorization": "Bearer "},
 			status: 401, code: codes.Unauthenticated, reason: "CREDENTIAL_MISSING", challenge: challengeMissing},
-		{name: "first header wins", headers: map[string]string{"authorization": "Bearer good", "x-api-key": "revoked"}, status: 200, calls: 1},
+		// A check that used one would let the other reach the upstream unverified.
+		{name: "two credential headers with different values", headers: map[string]string{"authorization": "Bearer good", "x-api-key": "revoked"},
+			status: 401, code: codes.Unauthenticated, reason: "INVALID_API_KEY_FORMAT", challenge: challengeInvalid},
+		{name: "two credential headers with the same value", headers: map[string]string{"authorization": "Bearer good", "x-api-key": "good"}, status: 200, calls: 1},
 		{name: "identical merged repeats", headers: map[string]string{"authorization": "Bearer good, Bearer good"}, status: 200, calls: 1},
 		{name: "different merged values", headers: map[string]string{"authorization": "Bearer good,Bearer revoked"},
 			status: 401, code: codes.Unauthenticated, reason: "INVALID_API_KEY_FORMAT", challenge: challengeInvalid},
@@ -181,7 +184,7 @@ func TestServer_Check_allow(t *testing.T) {
 				overwrite("x-talos-meta-seats", "5"),
 				overwrite("x-talos-meta-beta", "true"),
 			},
-			HeadersToRemove: []string{"authorization", "x-talos-meta-evil", "x-talos-whatever"},
+			HeadersToRemove: []string{"authorization", "x-api-key", "x-talos-meta-evil", "x-talos-whatever"},
 		}},
 		DynamicMetadata: mustStruct(t, map[string]any{
 			"key_id":          string(goodResult.KeyID),
@@ -209,13 +212,19 @@ func TestServer_Check_antiSpoofing(t *testing.T) {
 		remove []string
 	}{
 		{"nothing to remove", extauthz.Options{}, checkRequest(map[string]string{"x-api-key": "min"}, nil), nil},
-		{"credential only", extauthz.Options{RemoveCredential: true}, checkRequest(map[string]string{"x-api-key": "min"}, nil), []string{"x-api-key"}},
+		{"credential only", extauthz.Options{RemoveCredential: true}, checkRequest(map[string]string{"x-api-key": "min"}, nil), []string{"authorization", "x-api-key"}},
+		// Every credential header goes, whatever it carried: here another
+		// scheme, which was never verified.
+		{"every credential header", extauthz.Options{RemoveCredential: true},
+			checkRequest(map[string]string{"authorization": "Basic dXNlcjpwdw==", "x-api-key": "min"}, nil), []string{"authorization", "x-api-key"}},
+		{"custom credential headers", extauthz.Options{RemoveCredential: true, CredentialHeaders: []string{"x-key", "x-api-key", "authorization"}},
+			checkRequest(map[string]string{"x-api-key": "min"}, nil), []string{"authorization", "x-api-key", "x-key"}},
 		{"forged unset headers", extauthz.Options{},
 			checkRequest(map[string]string{"x-api-key": "min", "x-talos-actor-id": "root", "x-talos-scopes": "admin", "x-talos-key-id": "k9"}, nil),
 			[]string{"x-talos-actor-id", "x-talos-scopes"}},
 		{"raw headers in any case, repeated", extauthz.Options{RemoveCredential: true},
 			rawCheckRequest("x-api-key", "min", "X-Talos-Scopes", "admin", "x-talos-scopes", "more"),
-			[]string{"x-api-key", "x-talos-scopes"}},
+			[]string{"authorization", "x-api-key", "x-talos-scopes"}},
 		{"custom prefix", extauthz.Options{HeaderPrefix: "x-auth-"},
 			checkRequest(map[string]string{"x-api-key": "min", "x-auth-scopes": "admin", "x-talos-scopes": "other"}, nil),
 			[]string{"x-auth-scopes"}},

@@ -158,9 +158,10 @@ var matrixSurfaces = []matrixSurface{
 		if err != nil {
 			return err
 		}
-		if err := s.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "matrix"}, TypeUrl: "type.googleapis.com/talos.sidecar.v1.Invalidation"}); err != nil {
+		if err := s.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "matrix"}, TypeUrl: "type.googleapis.com/talos.sidecar.v1.Invalidation"}); err != nil && err != io.EOF {
 			return err
 		}
+		// After io.EOF from Send, Recv has the stream's status.
 		_, err = s.Recv()
 		return err
 	}, codes.OK)},
@@ -169,9 +170,10 @@ var matrixSurfaces = []matrixSurface{
 		if err != nil {
 			return err
 		}
-		if err := s.Send(&discoverygrpc.DiscoveryRequest{Node: &corev3.Node{Id: "matrix"}, TypeUrl: "type.googleapis.com/talos.sidecar.v1.Invalidation"}); err != nil {
+		if err := s.Send(&discoverygrpc.DiscoveryRequest{Node: &corev3.Node{Id: "matrix"}, TypeUrl: "type.googleapis.com/talos.sidecar.v1.Invalidation"}); err != nil && err != io.EOF {
 			return err
 		}
+		// After io.EOF from Send, Recv has the stream's status.
 		_, err = s.Recv()
 		return err
 	}, codes.OK)},

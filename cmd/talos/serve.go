@@ -23,6 +23,9 @@ import (
 	"github.com/talos-project/talos/controlplane/xds"
 	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/config"
+	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/ratelimit"
+	"github.com/talos-project/talos/pkg/ratelimit/memory"
 	"github.com/talos-project/talos/pkg/telemetry"
 )
 
@@ -129,6 +132,15 @@ func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrat
 			retiredIssuers = append(retiredIssuers, r.Value)
 		}
 	}
+	ik, rt := cfg.Credentials.ImportedKeys, cfg.Serve.SelfService.RevokeThrottle
+	var (
+		revokeLimiter ratelimit.Limiter
+		revokePolicy  credential.RatePolicy
+	)
+	if rt.Enabled {
+		revokeLimiter = memory.New(memory.Options{MaxKeys: rt.MaxClients})
+		revokePolicy = credential.RatePolicy{Quota: rt.Burst, Window: time.Duration(rt.Burst) * rt.Interval.D(), Unit: "failures"}
+	}
 	svc, err := keys.New(keys.Options{
 		Issuer:                cfg.Credentials.Issuer,
 		Format:                keys.Format(ak.Format),
@@ -152,7 +164,9 @@ func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrat
 			MacaroonPrefixes: append([]string{dt.Macaroon.Prefix.Current}, dt.Macaroon.Prefix.Retired...),
 			RetiredIssuers:   retiredIssuers,
 		},
-	}, keys.Deps{Store: outbox.Notifying(st, p.committed), Replica: replica, Secrets: secrets, Logger: log})
+		Imported:           keys.ImportPolicy{MinLength: ik.MinLength, MinEntropyBits: ik.MinEntropyBits, AllowWeak: ik.AllowWeak},
+		SelfRevokeThrottle: revokePolicy,
+	}, keys.Deps{Store: outbox.Notifying(st, p.committed), Replica: replica, Secrets: secrets, Logger: log, RevokeLimiter: revokeLimiter})
 	if err != nil {
 		p.close()
 		return nil, err

@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/talos-project/talos/pkg/credential"
 	"github.com/talos-project/talos/pkg/errcode"
 )
 
@@ -29,8 +33,22 @@ func (s *Server) toStatus(ctx context.Context, method string, err error) error {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "request rejected", slog.String("method", method), slog.String("reason", d.Reason))
 	}
 	st := status.New(d.GRPC, d.Message)
-	if withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: d.Reason, Domain: errcode.Domain, Metadata: d.Metadata}); derr == nil {
+	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: d.Reason, Domain: errcode.Domain, Metadata: d.Metadata}}
+	if ra := retryAfter(err); ra > 0 {
+		// google.rpc.RetryInfo: the HTTP gateway turns it into Retry-After.
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(ra)})
+	}
+	if withInfo, derr := st.WithDetails(details...); derr == nil {
 		st = withInfo
 	}
 	return st.Err()
+}
+
+// retryAfter is the retry hint a *credential.Error carries, or zero.
+func retryAfter(err error) time.Duration {
+	var ce *credential.Error
+	if errors.As(err, &ce) {
+		return ce.RetryAfter
+	}
+	return 0
 }

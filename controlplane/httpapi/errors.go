@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"math"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
@@ -88,8 +90,12 @@ func gatewayError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w
 	st := status.Convert(err)
 	reason, md, hasInfo := defaultReason(st.Code()), map[string]string(nil), false
 	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			reason, md, hasInfo = info.GetReason(), info.GetMetadata(), true
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			reason, md, hasInfo = d.GetReason(), d.GetMetadata(), true
+		case *errdetails.RetryInfo:
+			// Whole seconds, rounded up (RFC 9110 delay-seconds).
+			w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(d.GetRetryDelay().AsDuration().Seconds())), 10))
 		}
 	}
 	msg := st.Message()

@@ -21,10 +21,10 @@ import (
 )
 
 // benchBackends opens an empty, migrated store per available backend.
-func benchBackends(b *testing.B) map[string]func(b *testing.B) store.Store {
-	out := map[string]func(b *testing.B) store.Store{"sqlite": func(b *testing.B) store.Store { return newTestStore(b) }}
+func benchBackends(b testing.TB) map[string]func(b testing.TB) store.Store {
+	out := map[string]func(b testing.TB) store.Store{"sqlite": func(b testing.TB) store.Store { return newTestStore(b) }}
 	if os.Getenv(pgtest.EnvDSN) != "" {
-		out["postgres"] = func(b *testing.B) store.Store {
+		out["postgres"] = func(b testing.TB) store.Store {
 			s, err := postgres.Open(b.Context(), pgtest.NewSchema(b).DSN, postgres.Options{AutoMigrate: true})
 			if err != nil {
 				b.Fatal(err)
@@ -34,12 +34,12 @@ func benchBackends(b *testing.B) map[string]func(b *testing.B) store.Store {
 		}
 	}
 	if dsn := os.Getenv("TALOS_TEST_MYSQL_DSN"); dsn != "" {
-		out["mysql"] = func(b *testing.B) store.Store { return newMySQLBenchStore(b, dsn) }
+		out["mysql"] = func(b testing.TB) store.Store { return newMySQLBenchStore(b, dsn) }
 	}
 	return out
 }
 
-func newMySQLBenchStore(b *testing.B, dsn string) store.Store {
+func newMySQLBenchStore(b testing.TB, dsn string) store.Store {
 	cfg, err := gomysql.ParseDSN(strings.TrimPrefix(dsn, "mysql://"))
 	if err != nil {
 		b.Fatal(err)

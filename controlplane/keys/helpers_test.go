@@ -20,6 +20,7 @@ import (
 	"github.com/talos-project/talos/controlplane/store/sqlite"
 	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/ratelimit/memory"
 )
 
 // epoch is where every test clock starts. It has no sub-microsecond part, so
@@ -255,4 +256,20 @@ func sameIDOtherSecret(t testing.TB, cred string) string {
 		t.Fatalf("forged key ID %s, want %s and a different token", iss.KeyID, p.KeyID)
 	}
 	return iss.Token
+}
+
+// withRevokeLimiter throttles failed self-revokes with an in-memory limiter
+// on the service's clock.
+func withRevokeLimiter() testOption {
+	return func(c *testConfig) {
+		if c.clock == nil {
+			c.clock = newTestClock()
+		}
+		c.deps.RevokeLimiter = memory.New(memory.Options{MaxKeys: 1000, Now: c.clock.Now})
+	}
+}
+
+// withWeakImports accepts imported keys of any strength.
+func withWeakImports() testOption {
+	return withOptions(func(o *keys.Options) { o.Imported.AllowWeak = true })
 }

@@ -13,7 +13,8 @@ import (
 )
 
 // Import stores the hash of a key minted elsewhere (Stripe, GitHub, an old
-// system) so that Talos verifies it. Strings that would route as an issued key
+// system) so that Talos verifies it. Keys shorter or more guessable than
+// Options.Imported allows are ErrInvalidArgument. Strings that would route as an issued key
 // are refused with ErrConflict, derived-token shapes with
 // ErrFailedPrecondition; a key imported twice is ErrConflict. A repeated
 // RequestID returns the key created first.
@@ -71,6 +72,9 @@ func (s *Service) prepareImport(tenant credential.Tenant, in *ImportInput) (cred
 	}
 	if apikey.LooksIssued(in.RawKey) {
 		return credential.Key{}, errIssuedShape
+	}
+	if err := s.opts.Imported.check(in.RawKey); err != nil {
+		return credential.Key{}, err
 	}
 	if err := s.validateCreate(&in.IssueInput); err != nil {
 		return credential.Key{}, err

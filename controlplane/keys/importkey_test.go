@@ -91,7 +91,7 @@ func TestService_Import_Refused(t *testing.T) {
 		{"not utf-8", "sk_\xff\xfe", nil, credential.ErrInvalidArgument},
 		{"leading space", " sk_live_x", nil, credential.ErrInvalidArgument},
 		{"trailing newline", "sk_live_x\n", nil, credential.ErrInvalidArgument},
-		{"no actor", "sk_live_noActor", func(in *keys.IssueInput) { in.ActorID = "" }, credential.ErrInvalidArgument},
+		{"no actor", "sk_live_noActor_Xq7vR2mK", func(in *keys.IssueInput) { in.ActorID = "" }, credential.ErrInvalidArgument},
 		{"metadata not an object", "sk_live_badMetadata", func(in *keys.IssueInput) { in.Metadata = json.RawMessage(`true`) }, credential.ErrInvalidArgument},
 	}
 	for _, tt := range tests {
@@ -112,7 +112,7 @@ func TestService_Import_Refused(t *testing.T) {
 func TestService_Import_MaxLength(t *testing.T) {
 	t.Parallel()
 	ts := newTestService(t)
-	raw := strings.Repeat("k", keys.MaxCredentialBytes)
+	raw := strings.Repeat("k7Qz", keys.MaxCredentialBytes/4)
 	k := ts.mustImport(t, tenantA, raw, issueInput("alice"))
 	if got := ts.mustVerify(t, tenantA, raw); got != k.ID {
 		t.Errorf("Verify = %s, want %s", got, k.ID)
@@ -124,8 +124,8 @@ func TestService_Import_Idempotent(t *testing.T) {
 	ts := newTestService(t)
 	in := issueInput("alice")
 	in.RequestID = "import-once"
-	first := ts.mustImport(t, tenantA, "sk_live_idem", in)
-	again, err := ts.svc.Import(t.Context(), tenantA, keys.ImportInput{IssueInput: in, RawKey: "sk_live_idem"})
+	first := ts.mustImport(t, tenantA, "sk_live_idem_Xq7vR2mK", in)
+	again, err := ts.svc.Import(t.Context(), tenantA, keys.ImportInput{IssueInput: in, RawKey: "sk_live_idem_Xq7vR2mK"})
 	if err != nil {
 		t.Fatalf("repeated Import: %v", err)
 	}
@@ -304,22 +304,22 @@ func TestService_BatchImport_Mixed(t *testing.T) {
 		in.RequestID = requestID
 		return keys.ImportInput{IssueInput: in, RawKey: raw}
 	}
-	noActor := item("sk_live_noActor", "")
+	noActor := item("sk_live_noActor_Xq7vR2mK", "")
 	noActor.ActorID = ""
 
 	tests := []struct {
 		in      keys.ImportInput
 		wantErr error
 	}{
-		{item("sk_live_first", "req-1"), nil},
+		{item("sk_live_first_Xq7vR2mK", "req-1"), nil},
 		{noActor, credential.ErrInvalidArgument},
-		{item("sk_live_first", ""), credential.ErrConflict}, // duplicate of item 0
+		{item("sk_live_first_Xq7vR2mK", ""), credential.ErrConflict}, // duplicate of item 0
 		{item("sk_live_existing", ""), credential.ErrConflict},
 		{item("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", ""), credential.ErrFailedPrecondition},
 		{item("", ""), credential.ErrInvalidArgument},
-		{item("sk_live_second", "req-2"), nil},
-		{item("sk_live_third", "req-1"), credential.ErrConflict}, // request ID of item 0
-		{item("sk_live_fourth", ""), nil},
+		{item("sk_live_second_Xq7vR2mK", "req-2"), nil},
+		{item("sk_live_third_Xq7vR2mK", "req-1"), credential.ErrConflict}, // request ID of item 0
+		{item("sk_live_fourth_Xq7vR2mK", ""), nil},
 	}
 	ins := make([]keys.ImportInput, len(tests))
 	for i, tt := range tests {
@@ -351,7 +351,7 @@ func TestService_BatchImport_Mixed(t *testing.T) {
 		}
 		created = append(created, out[i].Key.ID)
 	}
-	for _, raw := range []string{"sk_live_third", "sk_live_noActor"} {
+	for _, raw := range []string{"sk_live_third_Xq7vR2mK", "sk_live_noActor_Xq7vR2mK"} {
 		_, err := ts.verify(t, tenantA, raw)
 		checkErr(t, "Verify of a refused item "+raw, err, credential.ErrNotFound)
 	}
@@ -371,12 +371,12 @@ func TestService_BatchImport_RequestIDInUse(t *testing.T) {
 	ts := newTestService(t)
 	in := issueInput("alice")
 	in.RequestID = "taken"
-	ts.mustImport(t, tenantA, "sk_live_owner", in)
+	ts.mustImport(t, tenantA, "sk_live_owner_Xq7vR2mK", in)
 
 	ins := []keys.ImportInput{
-		{IssueInput: issueInput("alice"), RawKey: "sk_live_ok_1"},
-		{IssueInput: in, RawKey: "sk_live_other"},
-		{IssueInput: issueInput("alice"), RawKey: "sk_live_ok_2"},
+		{IssueInput: issueInput("alice"), RawKey: "sk_live_ok_1_Xq7vR2mK"},
+		{IssueInput: in, RawKey: "sk_live_other_Xq7vR2mK"},
+		{IssueInput: issueInput("alice"), RawKey: "sk_live_ok_2_Xq7vR2mK"},
 	}
 	out, err := ts.svc.BatchImport(t.Context(), tenantA, ins)
 	if err != nil {
@@ -385,8 +385,8 @@ func TestService_BatchImport_RequestIDInUse(t *testing.T) {
 	checkErr(t, "item 0", out[0].Err, nil)
 	checkErr(t, "item 1", out[1].Err, credential.ErrConflict)
 	checkErr(t, "item 2", out[2].Err, nil)
-	ts.mustVerify(t, tenantA, "sk_live_ok_1")
-	ts.mustVerify(t, tenantA, "sk_live_ok_2")
+	ts.mustVerify(t, tenantA, "sk_live_ok_1_Xq7vR2mK")
+	ts.mustVerify(t, tenantA, "sk_live_ok_2_Xq7vR2mK")
 }
 
 // TestService_BatchImport_DerivedOrIssuedShape: in a batch, an item shaped
@@ -401,7 +401,7 @@ func TestService_BatchImport_DerivedOrIssuedShape(t *testing.T) {
 		{IssueInput: issueInput("alice"), RawKey: issuedCred},
 		{IssueInput: issueInput("alice"), RawKey: "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln"},
 		{IssueInput: issueInput("alice"), RawKey: "mc_v1_AgETbWFjYXJvb24"},
-		{IssueInput: issueInput("alice"), RawKey: "sk_live_fine"},
+		{IssueInput: issueInput("alice"), RawKey: "sk_live_fine_Xq7vR2mK"},
 	}
 	out, err := ts.svc.BatchImport(t.Context(), tenantA, ins)
 	if err != nil {

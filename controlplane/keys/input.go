@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -135,6 +136,10 @@ func (s *Service) validateAttributes(a *Attributes, set FieldSet) error {
 	return nil
 }
 
+// checkText is the rule for every text field a request stores: at most max
+// bytes of valid UTF-8 without NUL. NUL is valid UTF-8, and SQLite and MySQL
+// store it, but PostgreSQL's text type refuses it; refusing it here gives one
+// answer on every backend (and keeps it out of the headers a sidecar renders).
 func checkText(field, v string, max int) error {
 	if len(v) > max {
 		return invalidf("%s must be at most %d bytes", field, max)
@@ -142,7 +147,28 @@ func checkText(field, v string, max int) error {
 	if !utf8.ValidString(v) {
 		return invalidf("%s must be valid UTF-8", field)
 	}
+	if strings.IndexByte(v, 0) >= 0 {
+		return invalidf("%s must not contain NUL characters", field)
+	}
 	return nil
+}
+
+// hasEscapedNUL reports whether the compacted JSON text js has a \u0000
+// escape in any string (keys included). Valid JSON has no raw control
+// characters and backslashes only inside strings, so a scan that skips each
+// escape's next byte is exact: in `\\u0000` the backslash is escaped and
+// the text is not a NUL.
+func hasEscapedNUL(js []byte) bool {
+	for i := 0; i < len(js); i++ {
+		if js[i] != '\\' || i+1 >= len(js) {
+			continue
+		}
+		if js[i+1] == 'u' && i+6 <= len(js) && string(js[i+2:i+6]) == "0000" {
+			return true
+		}
+		i++ // skip the escaped byte
+	}
+	return false
 }
 
 // normalizeMetadata checks that md is one JSON object within the size limit
@@ -164,6 +190,12 @@ func normalizeMetadata(md json.RawMessage) (json.RawMessage, error) {
 	}
 	if len(out) > MaxMetadataBytes {
 		return nil, invalidf("metadata must be at most %d bytes", MaxMetadataBytes)
+	}
+	if !utf8.Valid(out) {
+		return nil, invalidf("metadata must be valid UTF-8")
+	}
+	if hasEscapedNUL(out) {
+		return nil, invalidf("metadata must not contain NUL characters")
 	}
 	if string(out) == "{}" {
 		return nil, nil

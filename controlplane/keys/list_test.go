@@ -174,7 +174,7 @@ func TestService_List_PageToken(t *testing.T) {
 	for i := range 5 {
 		ts.mustIssue(t, tenantA, issueInput("alice"))
 		ts.mustIssue(t, tenantB, issueInput("alice"))
-		ts.mustImport(t, tenantA, fmt.Sprintf("sk_live_%d", i), issueInput("alice"))
+		ts.mustImport(t, tenantA, fmt.Sprintf("sk_live_pg_%d_Xq7vR2mK", i), issueInput("alice"))
 	}
 	const filter = `actor_id="alice"`
 	_, token, err := ts.svc.List(t.Context(), tenantA, credential.KindIssued, keys.ListInput{PageSize: 2, Filter: filter})

@@ -658,7 +658,7 @@ func TestService_Outbox(t *testing.T) {
 			return ""
 		}, []ev{{credential.EventDeleted, credential.KindImported, "imported"}}},
 		{"self-revoke", func(t *testing.T, ts *testService, _, _ credential.Key) credential.KeyID {
-			err := ts.svc.SelfRevoke(t.Context(), credential.Presented{Tenant: tenantA, Credential: "sk_live_outbox"}, credential.ReasonKeyCompromise)
+			err := ts.svc.SelfRevoke(t.Context(), credential.Presented{Tenant: tenantA, Credential: "sk_live_outbox_Xq7vR2mK"}, credential.ReasonKeyCompromise)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -676,7 +676,7 @@ func TestService_Outbox(t *testing.T) {
 			t.Parallel()
 			ts := newTestService(t)
 			old, _ := ts.mustIssue(t, tenantA, issueInput("alice"))
-			imp := ts.mustImport(t, tenantA, "sk_live_outbox", issueInput("alice"))
+			imp := ts.mustImport(t, tenantA, "sk_live_outbox_Xq7vR2mK", issueInput("alice"))
 			ts.clock.Advance(time.Minute)
 			seq := ts.lastSeq(t)
 

@@ -11,6 +11,7 @@ import (
 	"github.com/talos-project/talos/controlplane/store"
 	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/ratelimit"
 )
 
 // Limits that keep one request from costing unbounded work or storage.
@@ -62,7 +63,20 @@ type Options struct {
 	LastUsed LastUsedOptions
 	// Derived configures derived tokens (JWTs and macaroons).
 	Derived DerivedOptions
+	// Imported is the minimum strength of imported keys; the zero value
+	// applies the defaults.
+	Imported ImportPolicy
+	// SelfRevokeThrottle is the budget of failed self-revokes per client
+	// address (Quota failures at once, then one per Window/Quota), enforced
+	// when Deps.RevokeLimiter is set; the zero value is
+	// DefaultSelfRevokeThrottle.
+	SelfRevokeThrottle credential.RatePolicy
 }
+
+// DefaultSelfRevokeThrottle allows 10 failed self-revokes per client address
+// at once, then one every 6 seconds: a 4-digit key space takes ~16 hours to
+// search from one address.
+var DefaultSelfRevokeThrottle = credential.RatePolicy{Quota: 10, Window: time.Minute, Unit: "failures"}
 
 // VerifyReader is what verification reads: the store itself or a read
 // replica of it. *sqlstore.Store implements it.
@@ -80,6 +94,9 @@ type Deps struct {
 	Replica VerifyReader
 	Secrets *apikey.SecretSet
 	Logger  *slog.Logger
+	// RevokeLimiter, when set, throttles failed self-revokes per client
+	// address (Options.SelfRevokeThrottle); nil does not throttle.
+	RevokeLimiter ratelimit.Limiter
 	// Now and Rand default to time.Now and crypto/rand.
 	Now  func() time.Time
 	Rand io.Reader
@@ -97,6 +114,13 @@ type Service struct {
 	prefixes map[string]credential.Visibility // every prefix accepted on verify
 	pager    *pager
 	used     *lastUsed
+
+	revokeLimiter ratelimit.Limiter
+	// dummyHash is what a v2 secret is compared with when its key ID is not
+	// stored, so that a miss costs the comparison a hit does.
+	dummyHash []byte
+	// onDummyCompare, set by tests only, runs on every dummy comparison.
+	onDummyCompare func()
 
 	derivedOpts DerivedOptions
 	signing     *signingKeys
@@ -136,8 +160,17 @@ func New(opts Options, deps Deps) (*Service, error) {
 		pager:    newPager(deps.Secrets),
 		used:     newLastUsed(opts.LastUsed),
 
+		revokeLimiter: deps.RevokeLimiter,
+
 		derivedOpts: opts.Derived,
 	}
+	if s.opts.SelfRevokeThrottle == (credential.RatePolicy{}) {
+		s.opts.SelfRevokeThrottle = DefaultSelfRevokeThrottle
+	}
+	if err := ratelimit.Check(s.opts.SelfRevokeThrottle, 1); err != nil {
+		return nil, errors.New("keys: invalid self-revoke throttle")
+	}
+	s.opts.Imported = s.opts.Imported.withDefaults()
 	if s.derivedOpts.DefaultTTL <= 0 {
 		s.derivedOpts.DefaultTTL = time.Hour
 	}
@@ -157,6 +190,9 @@ func New(opts Options, deps Deps) (*Service, error) {
 	if s.rand == nil {
 		s.rand = rand.Reader
 	}
+	var dummy [32]byte
+	_, _ = rand.Read(dummy[:]) // never fails (crypto/rand)
+	s.dummyHash = s.secrets.HashSecret("00000000-0000-4000-8000-000000000000", dummy[:])
 	for _, p := range opts.RetiredPrefixes {
 		s.prefixes[p] = credential.VisibilitySecret
 	}

@@ -3,9 +3,14 @@ package keys
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
 
 	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/ratelimit"
 	"github.com/talos-project/talos/pkg/token"
 )
 
@@ -50,9 +55,27 @@ func (s *Service) verify(ctx context.Context, p credential.Presented, r VerifyRe
 		k, err = firstOf(ctx, r, p.Tenant, rt.kind, rt.ids)
 	}
 	if err != nil {
+		if errors.Is(err, credential.ErrNotFound) {
+			s.missCompare(&rt)
+		}
 		return credential.Result{Type: rt.typ}, err
 	}
 	return s.check(&k, &rt, p)
+}
+
+// missCompare does, for a v2 credential whose key ID is not stored, the
+// secret comparison a stored ID would get (against a dummy hash), so that the
+// service's own work does not tell a known key ID with a wrong secret from an
+// unknown one. (The store still materialises a row for a hit and none for a
+// miss; see docs/security.md.)
+func (s *Service) missCompare(r *route) {
+	if r.kind != credential.KindIssued || r.p.Version != string(FormatV2) {
+		return
+	}
+	s.secrets.MatchSecret(r.ids[0], r.p.Secret, s.dummyHash, s.now())
+	if s.onDummyCompare != nil {
+		s.onDummyCompare()
+	}
 }
 
 func checkCredential(c string) error {
@@ -128,10 +151,19 @@ func (s *Service) importedIDs(tenant credential.Tenant, raw string) []credential
 // IP restriction, in that order: revoked wins over expired.
 func (s *Service) check(k *credential.Key, r *route, p credential.Presented) (credential.Result, error) {
 	if r.kind == credential.KindIssued {
-		if k.Version != r.p.Version || k.Prefix != r.p.Prefix {
-			return credential.Result{Type: r.typ}, credential.ErrNotFound
+		ok := k.Version == r.p.Version && k.Prefix == r.p.Prefix
+		if r.p.Version == string(FormatV2) {
+			// Compare even when the version or prefix already differs, and
+			// against the dummy when the row has no v2 hash, so that every
+			// wrong v2 credential costs one comparison.
+			stored := k.SecretHash
+			if len(stored) != len(s.dummyHash) {
+				stored = s.dummyHash
+				ok = false
+			}
+			ok = s.secrets.MatchSecret(k.ID, r.p.Secret, stored, s.now()) && ok
 		}
-		if r.p.Version == string(FormatV2) && !s.secrets.MatchSecret(k.ID, r.p.Secret, k.SecretHash, s.now()) {
+		if !ok {
 			return credential.Result{Type: r.typ}, credential.ErrNotFound
 		}
 	}
@@ -209,6 +241,7 @@ func (s *Service) BatchVerify(ctx context.Context, ps []credential.Presented) ([
 				}
 			}
 			if k == nil {
+				s.missCompare(r)
 				out[i] = credential.Verdict{Result: credential.Result{Type: r.typ}, Err: credential.ErrNotFound}
 				continue
 			}
@@ -223,7 +256,15 @@ func (s *Service) BatchVerify(ctx context.Context, ps []credential.Presented) ([
 // proof. Any authentication failure is ErrNotFound (no oracle); a key already
 // revoked succeeds again (idempotent); derived tokens cannot be revoked
 // (ErrInvalidArgument); PRIVILEGE_WITHDRAWN is an admin-only reason.
-func (s *Service) SelfRevoke(ctx context.Context, p credential.Presented, reason credential.RevocationReason) error {
+//
+// With Deps.RevokeLimiter set, failed attempts (ErrNotFound) are throttled per
+// client address (ratelimit.AddrKey: IPv6 by /64) under
+// Options.SelfRevokeThrottle. Each attempt is charged before the credential is
+// looked at and refunded unless it failed, so concurrent guesses cannot
+// overrun the budget and only failures count. An address out of budget gets
+// ErrRateLimited with RetryAfter even for a correct credential: answering it
+// would leave the oracle open.
+func (s *Service) SelfRevoke(ctx context.Context, p credential.Presented, reason credential.RevocationReason) (err error) {
 	if err := checkCredential(p.Credential); err != nil {
 		return err
 	}
@@ -236,6 +277,13 @@ func (s *Service) SelfRevoke(ctx context.Context, p credential.Presented, reason
 	r := s.route(p)
 	if r.typ == credential.TypeJWT || r.typ == credential.TypeMacaroon {
 		return &credential.Error{Kind: credential.ErrInvalidArgument, Reason: "DERIVED_TOKEN_NOT_REVOCABLE", Message: "derived tokens cannot be revoked; revoke the parent key"}
+	}
+	if s.revokeLimiter != nil {
+		release, cerr := s.chargeRevokeAttempt(ctx, p.ClientIP)
+		if cerr != nil {
+			return cerr
+		}
+		defer func() { release(err) }() // err: SelfRevoke's result
 	}
 	if r.err != nil {
 		return selfRevokeNotFound
@@ -256,3 +304,34 @@ func (s *Service) SelfRevoke(ctx context.Context, p credential.Presented, reason
 }
 
 var selfRevokeNotFound = &credential.Error{Kind: credential.ErrNotFound, Reason: "API_KEY_NOT_FOUND", Message: "API key not found"}
+
+// chargeRevokeAttempt charges one failed self-revoke to addr's budget, or
+// refuses with ErrRateLimited when none is left. The returned release refunds
+// the charge unless the attempt's error is ErrNotFound (a failed guess).
+func (s *Service) chargeRevokeAttempt(ctx context.Context, addr netip.Addr) (release func(error), err error) {
+	key := selfRevokeKeyPrefix + ratelimit.AddrKey(addr)
+	pol := s.opts.SelfRevokeThrottle
+	d, err := s.revokeLimiter.Allow(ctx, key, pol, 1)
+	if err != nil {
+		// Fail closed: without the throttle the oracle would be open.
+		return nil, fmt.Errorf("self-revoke throttle: %w: %w", credential.ErrUnavailable, err)
+	}
+	if !d.Allowed {
+		return nil, &credential.Error{Kind: credential.ErrRateLimited, Reason: "TOO_MANY_REQUESTS",
+			Message: "Too many failed self-revoke attempts from this address; retry later.", RetryAfter: d.RetryAfter}
+	}
+	return func(err error) {
+		if errors.Is(err, credential.ErrNotFound) {
+			if d.Remaining == 0 {
+				s.log.LogAttrs(ctx, slog.LevelWarn, "self-revoke throttle engaged: failed attempts exhausted the budget of a client address",
+					slog.String("client", ratelimit.AddrKey(addr)), slog.Int64("burst", pol.Quota), slog.Duration("interval", pol.Window/time.Duration(pol.Quota)))
+			}
+			return
+		}
+		if _, rerr := s.revokeLimiter.Allow(context.WithoutCancel(ctx), key, pol, -1); rerr != nil {
+			s.log.LogAttrs(ctx, slog.LevelWarn, "self-revoke throttle: refund failed", slog.String("error", rerr.Error()))
+		}
+	}, nil
+}
+
+const selfRevokeKeyPrefix = "talos/self-revoke/"

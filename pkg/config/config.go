@@ -42,10 +42,29 @@ type Config struct {
 
 // Serve holds the listeners.
 type Serve struct {
-	HTTP    HTTP    `koanf:"http"`
-	GRPC    GRPC    `koanf:"grpc"`
-	Metrics Metrics `koanf:"metrics"`
-	Admin   Admin   `koanf:"admin"`
+	HTTP        HTTP        `koanf:"http"`
+	GRPC        GRPC        `koanf:"grpc"`
+	Metrics     Metrics     `koanf:"metrics"`
+	Admin       Admin       `koanf:"admin"`
+	SelfService SelfService `koanf:"self_service"`
+}
+
+// SelfService is serve.self_service (Talos addition): the public,
+// unauthenticated surface.
+type SelfService struct {
+	RevokeThrottle RevokeThrottle `koanf:"revoke_throttle"`
+}
+
+// RevokeThrottle is serve.self_service.revoke_throttle: failed self-revokes
+// per client address (IPv6 grouped by /64), GCRA. Burst failures at once, then
+// one more per Interval. Each replica counts on its own.
+type RevokeThrottle struct {
+	Enabled  bool     `koanf:"enabled"`
+	Burst    int64    `koanf:"burst"`
+	Interval Duration `koanf:"interval"`
+	// MaxClients bounds the addresses tracked (memory); when full, the
+	// address closest to a full budget is forgotten first.
+	MaxClients int `koanf:"max_clients"`
 }
 
 // HTTP is serve.http: the HTTP/JSON API listener (default 0.0.0.0:4420).
@@ -161,6 +180,12 @@ type APIKeyPrefix struct {
 // ImportedKeys is credentials.imported_keys (Talos addition).
 type ImportedKeys struct {
 	Hashing ImportHashing `koanf:"hashing"`
+	// MinLength (characters) and MinEntropyBits (an estimate, see
+	// docs/security.md) are the minimum strength of an imported key, unless
+	// AllowWeak accepts any (as Ory Talos does).
+	MinLength      int  `koanf:"min_length"`
+	MinEntropyBits int  `koanf:"min_entropy_bits"`
+	AllowWeak      bool `koanf:"allow_weak"`
 }
 
 // DerivedTokens is credentials.derived_tokens.
@@ -488,6 +513,12 @@ func Defaults() Config {
 			},
 			GRPC:    GRPC{Host: "0.0.0.0", Port: 4421},
 			Metrics: Metrics{Host: "0.0.0.0", Port: 4422},
+			SelfService: SelfService{RevokeThrottle: RevokeThrottle{
+				Enabled:    true,
+				Burst:      10,
+				Interval:   Duration(6 * time.Second),
+				MaxClients: 100_000,
+			}},
 		},
 		Credentials: Credentials{
 			ClockSkew: Duration(5 * time.Minute),
@@ -496,7 +527,7 @@ func Defaults() Config {
 				MaxTTL: Duration(8760 * time.Hour),
 				Prefix: APIKeyPrefix{Current: "ory_ak"},
 			},
-			ImportedKeys: ImportedKeys{Hashing: ImportHashingSHA512_256},
+			ImportedKeys: ImportedKeys{Hashing: ImportHashingSHA512_256, MinLength: 16, MinEntropyBits: 64},
 			DerivedTokens: DerivedTokens{
 				DefaultTTL: Duration(time.Hour),
 				Macaroon:   Macaroon{Prefix: MacaroonPrefix{Current: "mc"}},

@@ -69,6 +69,18 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if rt := c.Serve.SelfService.RevokeThrottle; rt.Enabled {
+		if rt.Burst < 1 {
+			fail("serve.self_service.revoke_throttle.burst", "must be at least 1 (got %d)", rt.Burst)
+		}
+		if rt.Interval.D() < time.Millisecond {
+			fail("serve.self_service.revoke_throttle.interval", "must be at least 1ms (got %s)", rt.Interval)
+		}
+		if rt.MaxClients < 1 {
+			fail("serve.self_service.revoke_throttle.max_clients", "must be at least 1 (got %d)", rt.MaxClients)
+		}
+	}
+
 	// Credentials.
 	cr := c.Credentials
 	if cr.Issuer == "" {
@@ -116,6 +128,12 @@ func (c *Config) Validate() error {
 	}
 	if h := cr.ImportedKeys.Hashing; h != ImportHashingSHA512_256 && h != ImportHashingHMAC {
 		fail("credentials.imported_keys.hashing", "must be sha512_256 or hmac (got %q)", h)
+	}
+	if ik := cr.ImportedKeys; ik.MinLength < 1 || ik.MinLength > 8192 {
+		fail("credentials.imported_keys.min_length", "must be between 1 and 8192 (got %d)", ik.MinLength)
+	}
+	if ik := cr.ImportedKeys; ik.MinEntropyBits < 1 || ik.MinEntropyBits > 1024 {
+		fail("credentials.imported_keys.min_entropy_bits", "must be between 1 and 1024 (got %d)", ik.MinEntropyBits)
 	}
 	dt := cr.DerivedTokens
 	if dt.DefaultTTL <= 0 {

@@ -46,6 +46,10 @@ func TestConfig_Validate(t *testing.T) {
 		{"short bearer token", func(c *config.Config) {
 			c.Serve.Admin.Auth.BearerTokens = []config.Secret{config.NewSecret("tok")}
 		}, "serve.admin.auth.bearer_tokens[0]: must be at least 32 characters"},
+		{"a token in both lists", func(c *config.Config) {
+			c.Serve.Admin.Auth.BearerTokens = []config.Secret{config.NewSecret(testSecret + "-admin")}
+			c.Serve.Admin.Auth.SidecarTokens = []config.Secret{config.NewSecret(testSecret + "-side"), config.NewSecret(testSecret + "-admin")}
+		}, "serve.admin.auth.sidecar_tokens[1]: must not also be one of serve.admin.auth.bearer_tokens"},
 		{"empty retired issuer", func(c *config.Config) {
 			c.Credentials.IssuerRetired = []config.RetiredIssuer{{}}
 		}, "credentials.issuer_retired[0]: must not be empty"},
@@ -58,6 +62,15 @@ func TestConfig_Validate(t *testing.T) {
 		{"unknown format", func(c *config.Config) { c.Credentials.APIKeys.Format = "v3" }, `credentials.api_keys.format: must be v1 or v2 (got "v3")`},
 		{"hmac import hashing", func(c *config.Config) { c.Credentials.ImportedKeys.Hashing = config.ImportHashingHMAC }, ""},
 		{"unknown import hashing", func(c *config.Config) { c.Credentials.ImportedKeys.Hashing = "md5" }, "credentials.imported_keys.hashing"},
+		{"no import minimum length", func(c *config.Config) { c.Credentials.ImportedKeys.MinLength = 0 }, "credentials.imported_keys.min_length"},
+		{"no import minimum entropy", func(c *config.Config) { c.Credentials.ImportedKeys.MinEntropyBits = 0 }, "credentials.imported_keys.min_entropy_bits"},
+		{"weak imports allowed", func(c *config.Config) { c.Credentials.ImportedKeys.AllowWeak = true }, ""},
+		{"revoke throttle burst 0", func(c *config.Config) { c.Serve.SelfService.RevokeThrottle.Burst = 0 }, "serve.self_service.revoke_throttle.burst"},
+		{"revoke throttle interval 0", func(c *config.Config) { c.Serve.SelfService.RevokeThrottle.Interval = 0 }, "serve.self_service.revoke_throttle.interval"},
+		{"revoke throttle no clients", func(c *config.Config) { c.Serve.SelfService.RevokeThrottle.MaxClients = 0 }, "serve.self_service.revoke_throttle.max_clients"},
+		{"revoke throttle off ignores its values", func(c *config.Config) {
+			c.Serve.SelfService.RevokeThrottle = config.RevokeThrottle{Enabled: false}
+		}, ""},
 		{"zero max ttl", func(c *config.Config) { c.Credentials.APIKeys.MaxTTL = 0 }, "credentials.api_keys.max_ttl: must be greater than 0"},
 		{"zero derived ttl", func(c *config.Config) { c.Credentials.DerivedTokens.DefaultTTL = 0 }, "credentials.derived_tokens.default_ttl: must be greater than 0"},
 		{"bad key prefix", func(c *config.Config) { c.Credentials.APIKeys.Prefix.Current = "ory-ak" }, "credentials.api_keys.prefix.current: must be 1 to 16"},

@@ -1,0 +1,10 @@
+package extauthz
+
+// Internals under test in package extauthz_test.
+var (
+	NormalizePath = normalizePath
+	PathWithin    = pathWithin
+)
+
+// ConditionsHold is conditionsHold.
+func ConditionsHold(conds map[string]string, req *Request) bool { return conditionsHold(conds, req) }
