@@ -43,6 +43,10 @@ type Config struct {
 	HTTP httpapi.Options
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration
+	// Limits bound connections and gRPC streams (serve.limits); gRPC
+	// messages are capped at HTTP.MaxBodyBytes (at least 1 MiB) unless
+	// Limits.MaxRecvMsgSize is set.
+	Limits serve.Limits
 }
 
 // Deps are the collaborators of a Server.
@@ -64,9 +68,9 @@ type Server struct {
 	cfg      Config
 	keys     *keys.Service
 	log      *slog.Logger
-	httpLn   net.Listener
-	grpcLn   net.Listener
-	metricLn net.Listener
+	httpLn   *serve.Listener
+	grpcLn   *serve.Listener
+	metricLn *serve.Listener
 	httpSrv  *http.Server
 	metrics  *http.Server
 	grpcSrv  *grpc.Server
@@ -83,34 +87,56 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Limits.MaxRecvMsgSize <= 0 {
+		cfg.Limits.MaxRecvMsgSize = int(max(cfg.HTTP.MaxBodyBytes, 1<<20))
+	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	s := &Server{cfg: cfg, log: log, keys: deps.Keys}
+	var err error
+	if s.httpLn, err = serve.Listen(ctx, cfg.HTTPAddr, cfg.Limits.MaxConnections); err != nil {
+		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
+	}
+	if s.grpcLn, err = serve.Listen(ctx, cfg.GRPCAddr, cfg.Limits.MaxConnections); err != nil {
+		s.httpLn.Close()
+		return nil, fmt.Errorf("listen grpc %s: %w", cfg.GRPCAddr, err)
+	}
+	if s.metricLn, err = serve.Listen(ctx, cfg.MetricsAddr, cfg.Limits.MetricsConnections()); err != nil {
+		s.httpLn.Close()
+		s.grpcLn.Close()
+		return nil, fmt.Errorf("listen metrics %s: %w", cfg.MetricsAddr, err)
+	}
+	closeAll := func() { s.httpLn.Close(); s.grpcLn.Close(); s.metricLn.Close() }
 	ready := func(ctx context.Context) error { return deps.Keys.Ping(ctx) }
 
 	h, err := httpapi.New(ctx, cfg.HTTP, httpapi.Deps{API: deps.API, Logger: log, Ready: ready})
 	if err != nil {
+		closeAll()
 		return nil, err
 	}
 	if deps.Registry != nil {
 		h = telemetry.InstrumentHTTP(deps.Registry, h)
+		if err := telemetry.RegisterListeners(deps.Registry, map[string]*serve.Listener{"http": s.httpLn, "grpc": s.grpcLn, "metrics": s.metricLn}); err != nil {
+			closeAll()
+			return nil, err
+		}
 	}
-	s.httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: 60 * time.Second}
+	s.httpSrv = serve.HTTPServer(h, s.httpLn, serve.HTTPTimeouts{})
 
 	mmux := http.NewServeMux()
 	httpapi.Health(mmux, ready)
 	if deps.Registry != nil {
 		mmux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry}))
 	}
-	s.metrics = &http.Server{Handler: mmux, ReadHeaderTimeout: 5 * time.Second}
+	s.metrics = serve.HTTPServer(mmux, s.metricLn, serve.HTTPTimeouts{Read: 5 * time.Second, Idle: 30 * time.Second, MaxHeaderBytes: 16 << 10})
 
 	auth := cfg.HTTP.Auth
-	s.grpcSrv = grpc.NewServer(
+	s.grpcSrv = grpc.NewServer(append(serve.GRPCOptions(cfg.Limits),
 		// The tap checks the token before a stream's first message is read;
 		// the interceptors check again (defence in depth).
 		grpc.InTapHandle(auth.TapHandle()),
 		grpc.ChainUnaryInterceptor(recoverUnary(log), auth.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(recoverStream(log), auth.StreamInterceptor()),
-		grpc.MaxRecvMsgSize(int(max(cfg.HTTP.MaxBodyBytes, 1<<20))),
-	)
+	)...)
 	mode := cfg.HTTP.Mode
 	if mode == httpapi.ModeAll || mode == httpapi.ModeAdmin {
 		pb.RegisterApiKeysServer(s.grpcSrv, deps.API)
@@ -127,22 +153,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
 	if missing := grpcapi.Unlisted(s.grpcSrv.GetServiceInfo()); len(missing) > 0 {
+		closeAll()
 		slices.Sort(missing)
 		return nil, fmt.Errorf("gRPC methods missing from the auth table (grpcapi): %s", strings.Join(missing, ", "))
-	}
-
-	var lc net.ListenConfig
-	if s.httpLn, err = lc.Listen(ctx, "tcp", cfg.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
-	}
-	if s.grpcLn, err = lc.Listen(ctx, "tcp", cfg.GRPCAddr); err != nil {
-		s.httpLn.Close()
-		return nil, fmt.Errorf("listen grpc %s: %w", cfg.GRPCAddr, err)
-	}
-	if s.metricLn, err = lc.Listen(ctx, "tcp", cfg.MetricsAddr); err != nil {
-		s.httpLn.Close()
-		s.grpcLn.Close()
-		return nil, fmt.Errorf("listen metrics %s: %w", cfg.MetricsAddr, err)
 	}
 	return s, nil
 }

@@ -23,10 +23,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/talos-project/talos/extauthz"
 	"github.com/talos-project/talos/pkg/serve"
+	"github.com/talos-project/talos/pkg/telemetry"
 )
 
 // Config is the listener configuration of a sidecar.
@@ -36,6 +36,9 @@ type Config struct {
 	MetricsAddr  string // metrics + health, default port 4432
 	// ShutdownTimeout bounds graceful shutdown; default 10s.
 	ShutdownTimeout time.Duration
+	// Limits bound connections, ext_authz streams and CheckRequest size
+	// (proxy.limits).
+	Limits serve.Limits
 }
 
 // Runner is a background task of the sidecar (the pipeline's key refresh,
@@ -70,9 +73,9 @@ type Server struct {
 	cfg      Config
 	deps     Deps
 	log      *slog.Logger
-	grpcLn   net.Listener
-	httpLn   net.Listener
-	metricLn net.Listener
+	grpcLn   *serve.Listener
+	httpLn   *serve.Listener
+	metricLn *serve.Listener
 	grpcSrv  *grpc.Server
 	httpSrv  *http.Server
 	metrics  *http.Server
@@ -92,18 +95,38 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	s := &Server{cfg: cfg, deps: deps, log: log}
+	var err error
+	if s.grpcLn, err = serve.Listen(ctx, cfg.ExtAuthzAddr, cfg.Limits.MaxConnections); err != nil {
+		return nil, fmt.Errorf("listen ext_authz %s: %w", cfg.ExtAuthzAddr, err)
+	}
+	if s.httpLn, err = serve.Listen(ctx, cfg.HTTPAddr, cfg.Limits.MaxConnections); err != nil {
+		s.grpcLn.Close()
+		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
+	}
+	if s.metricLn, err = serve.Listen(ctx, cfg.MetricsAddr, cfg.Limits.MetricsConnections()); err != nil {
+		s.grpcLn.Close()
+		s.httpLn.Close()
+		return nil, fmt.Errorf("listen metrics %s: %w", cfg.MetricsAddr, err)
+	}
+	if deps.Registry != nil {
+		if err := telemetry.RegisterListeners(deps.Registry, map[string]*serve.Listener{"extauthz": s.grpcLn, "http": s.httpLn, "metrics": s.metricLn}); err != nil {
+			s.grpcLn.Close()
+			s.httpLn.Close()
+			s.metricLn.Close()
+			return nil, err
+		}
+	}
 
-	s.grpcSrv = grpc.NewServer(
-		// Envoy keeps long-lived HTTP/2 connections to its ext_authz
-		// cluster; let them live and keep them healthy.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxRecvMsgSize(4<<20),
+	// Envoy keeps long-lived HTTP/2 connections to its ext_authz cluster;
+	// GRPCOptions lets them live and keeps them healthy. Envoy opens
+	// another connection when one reaches MaxConcurrentStreams.
+	s.grpcSrv = grpc.NewServer(append(serve.GRPCOptions(cfg.Limits),
 		// Stop waits for running handlers, so nothing touches the caches
 		// after they are closed.
 		grpc.WaitForHandlers(true),
-	)
+	)...)
 	deps.ExtAuthz.Register(s.grpcSrv)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
@@ -112,29 +135,14 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	hmux := http.NewServeMux()
 	s.healthRoutes(hmux)
 	hmux.Handle("/", authz)
-	s.httpSrv = &http.Server{Handler: hmux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 256 << 10}
+	s.httpSrv = serve.HTTPServer(hmux, s.httpLn, serve.HTTPTimeouts{Read: 10 * time.Second, Write: 10 * time.Second, Idle: 120 * time.Second, MaxHeaderBytes: 256 << 10})
 
 	mmux := http.NewServeMux()
 	s.healthRoutes(mmux)
 	if deps.Registry != nil {
 		mmux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry}))
 	}
-	s.metrics = &http.Server{Handler: mmux, ReadHeaderTimeout: 5 * time.Second}
-
-	var lc net.ListenConfig
-	var err error
-	if s.grpcLn, err = lc.Listen(ctx, "tcp", cfg.ExtAuthzAddr); err != nil {
-		return nil, fmt.Errorf("listen ext_authz %s: %w", cfg.ExtAuthzAddr, err)
-	}
-	if s.httpLn, err = lc.Listen(ctx, "tcp", cfg.HTTPAddr); err != nil {
-		s.grpcLn.Close()
-		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
-	}
-	if s.metricLn, err = lc.Listen(ctx, "tcp", cfg.MetricsAddr); err != nil {
-		s.grpcLn.Close()
-		s.httpLn.Close()
-		return nil, fmt.Errorf("listen metrics %s: %w", cfg.MetricsAddr, err)
-	}
+	s.metrics = serve.HTTPServer(mmux, s.metricLn, serve.HTTPTimeouts{Read: 5 * time.Second, Idle: 30 * time.Second, MaxHeaderBytes: 16 << 10})
 	return s, nil
 }
 

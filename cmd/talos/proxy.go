@@ -12,6 +12,7 @@ import (
 	"github.com/talos-project/talos/pkg/cache/redis"
 	"github.com/talos-project/talos/pkg/config"
 	"github.com/talos-project/talos/pkg/credential"
+	listenlimits "github.com/talos-project/talos/pkg/serve"
 	"github.com/talos-project/talos/pkg/telemetry"
 	"github.com/talos-project/talos/sidecar"
 	"github.com/talos-project/talos/sidecar/invalidation"
@@ -149,6 +150,7 @@ func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sideca
 	}
 	srv, err := sidecar.New(ctx, sidecar.Config{
 		ExtAuthzAddr: pc.ExtAuthz.Addr(), HTTPAddr: pc.HTTP.Addr(), MetricsAddr: pc.Metrics.Addr(),
+		Limits: listenlimits.Limits{MaxConnections: pc.Limits.MaxConnections, MaxConcurrentStreams: uint32(pc.Limits.MaxConcurrentStreams), MaxRecvMsgSize: pc.Limits.MaxMessageBytes},
 	}, sidecar.Deps{ExtAuthz: az, Upstream: up, Stream: streamState(stream), Runners: runners, Logger: log, Registry: registry})
 	if err != nil {
 		return fail(err)

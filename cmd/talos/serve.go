@@ -26,6 +26,7 @@ import (
 	"github.com/talos-project/talos/pkg/credential"
 	"github.com/talos-project/talos/pkg/ratelimit"
 	"github.com/talos-project/talos/pkg/ratelimit/memory"
+	listenlimits "github.com/talos-project/talos/pkg/serve"
 	"github.com/talos-project/talos/pkg/telemetry"
 )
 
@@ -276,6 +277,7 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		HTTPAddr:    httpAddr,
 		GRPCAddr:    grpcAddr,
 		MetricsAddr: metricsAddr,
+		Limits:      listenlimits.Limits{MaxConnections: cfg.Serve.Limits.MaxConnections, MaxConcurrentStreams: uint32(cfg.Serve.Limits.MaxConcurrentStreams)},
 		HTTP: httpapi.Options{
 			Mode:                 mode,
 			MaxBodyBytes:         cfg.Serve.HTTP.MaxBodyBytes,

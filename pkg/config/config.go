@@ -47,6 +47,7 @@ type Serve struct {
 	Metrics     Metrics     `koanf:"metrics"`
 	Admin       Admin       `koanf:"admin"`
 	SelfService SelfService `koanf:"self_service"`
+	Limits      Limits      `koanf:"limits"`
 }
 
 // SelfService is serve.self_service (Talos addition): the public,
@@ -519,6 +520,7 @@ func Defaults() Config {
 				Interval:   Duration(6 * time.Second),
 				MaxClients: 100_000,
 			}},
+			Limits: defaultLimits(),
 		},
 		Credentials: Credentials{
 			ClockSkew: Duration(5 * time.Minute),
@@ -595,6 +597,7 @@ func Defaults() Config {
 			CredentialHeaders: []string{"authorization", "x-api-key"},
 			Headers:           ProxyHeaders{Prefix: "x-talos-"},
 			FailureMode:       ProxyFailureModeDeny,
+			Limits:            ProxyLimits{Limits: defaultLimits(), MaxMessageBytes: defaultMaxMessage},
 		},
 	}
 }

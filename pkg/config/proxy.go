@@ -51,6 +51,7 @@ type Proxy struct {
 	Headers         ProxyHeaders `koanf:"headers"`
 	// FailureMode says how a check that cannot be decided is answered.
 	FailureMode ProxyFailureMode `koanf:"failure_mode"`
+	Limits      ProxyLimits      `koanf:"limits"`
 }
 
 // ProxyInvalidation is proxy.invalidation.
@@ -258,6 +259,7 @@ func checkProxy(p Proxy, fail func(path, format string, args ...any)) {
 	if f := p.FailureMode; f != ProxyFailureModeDeny && f != ProxyFailureModeUnavailable {
 		fail("proxy.failure_mode", "must be deny or unavailable (got %q)", f)
 	}
+	checkProxyLimits(p.Limits, fail)
 }
 
 // checkHeaderNames checks a list of lowercase header names without

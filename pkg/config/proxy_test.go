@@ -65,6 +65,7 @@ func proxyYAML() config.Config {
 			RemoveCredential: true,
 		},
 		FailureMode: config.ProxyFailureModeUnavailable,
+		Limits:      config.ProxyLimits{Limits: config.Limits{MaxConnections: 512, MaxConcurrentStreams: 50}, MaxMessageBytes: 256 << 10},
 	}
 	return want
 }
@@ -107,6 +108,7 @@ func TestLoadProxy_Defaults(t *testing.T) {
 		CredentialHeaders: []string{"authorization", "x-api-key"},
 		Headers:           config.ProxyHeaders{Prefix: "x-talos-"},
 		FailureMode:       config.ProxyFailureModeDeny,
+		Limits:            config.ProxyLimits{Limits: config.Limits{MaxConnections: 4096, MaxConcurrentStreams: 100}, MaxMessageBytes: 1 << 20},
 	}
 	if diff := cmp.Diff(want, p, equateEmpty); diff != "" {
 		t.Errorf("proxy defaults mismatch (-want +got):\n%s", diff)
@@ -286,6 +288,11 @@ func TestLoadProxy_Errors(t *testing.T) {
 			name: "unknown key under the squashed redis block",
 			file: "proxy:\n  cache:\n    redis: {enabled: true, prefix: x}\n",
 			want: []string{"proxy.cache.redis.prefix: unknown key"},
+		},
+		{
+			name: "limits out of range",
+			file: "proxy: {limits: {max_connections: 0, max_message_bytes: 1073741824}}\n",
+			want: []string{"proxy.limits.max_connections", "proxy.limits.max_message_bytes"},
 		},
 		{
 			name: "bad failure mode",
@@ -493,6 +500,9 @@ func TestConfig_ValidateProxy(t *testing.T) {
 		}, "proxy.metrics.port: port 9191 is already used by proxy.extauthz.port"},
 		{"port out of range", func(c *config.Config) { c.Proxy.ExtAuthz.Port = -1 }, "proxy.extauthz.port: must be between 0 and 65535 (got -1)"},
 		{"IPv6 upstream", func(c *config.Config) { c.Proxy.Upstream = "[::1]:4421" }, ""},
+		{"no connections", func(c *config.Config) { c.Proxy.Limits.MaxConnections = 0 }, "proxy.limits.max_connections: must be between 1 and 1048576 (got 0)"},
+		{"no streams", func(c *config.Config) { c.Proxy.Limits.MaxConcurrentStreams = 0 }, "proxy.limits.max_concurrent_streams: must be between 1 and 1048576 (got 0)"},
+		{"tiny messages", func(c *config.Config) { c.Proxy.Limits.MaxMessageBytes = 1024 }, "proxy.limits.max_message_bytes: must be between 65536 and 67108864 (got 1024)"},
 		{"upstream without a port", func(c *config.Config) { c.Proxy.Upstream = "talos" }, "proxy.upstream: must be host:port"},
 		{"upstream port 0", func(c *config.Config) { c.Proxy.Upstream = "talos:0" }, "proxy.upstream: must be host:port with a port from 1 to 65535"},
 		{"upstream port not a number", func(c *config.Config) { c.Proxy.Upstream = "talos:grpc" }, "proxy.upstream"},

@@ -49,6 +49,7 @@ func (c *Config) Validate() error {
 	if c.Serve.HTTP.MaxBodyBytes <= 0 {
 		fail("serve.http.max_body_bytes", "must be greater than 0")
 	}
+	checkLimits("serve.limits", c.Serve.Limits, fail)
 	src, ok := ipSourceNames()[c.Serve.HTTP.ClientIPSource]
 	if !ok {
 		c.warn(fmt.Sprintf("serve.http.client_ip_source: unknown value %q; using the remote address", c.Serve.HTTP.ClientIPSource))

@@ -32,6 +32,8 @@ func TestConfig_Validate(t *testing.T) {
 		}, "serve.metrics.port: port 4420 is already used by serve.http.port"},
 		{"port out of range", func(c *config.Config) { c.Serve.GRPC.Port = 65536 }, "serve.grpc.port: must be between 0 and 65535"},
 		{"max body bytes", func(c *config.Config) { c.Serve.HTTP.MaxBodyBytes = 0 }, "serve.http.max_body_bytes: must be greater than 0"},
+		{"max connections", func(c *config.Config) { c.Serve.Limits.MaxConnections = 0 }, "serve.limits.max_connections: must be between 1 and 1048576 (got 0)"},
+		{"max streams", func(c *config.Config) { c.Serve.Limits.MaxConcurrentStreams = 1 << 21 }, "serve.limits.max_concurrent_streams: must be between 1 and 1048576"},
 		{"missing issuer", func(c *config.Config) { c.Credentials.Issuer = "" }, "credentials.issuer is required"},
 		{"missing secret", func(c *config.Config) { c.Secrets.HMAC.Current = config.Secret{} }, "secrets.hmac.current is required"},
 		{"short secret counts characters", func(c *config.Config) {

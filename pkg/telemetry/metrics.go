@@ -54,7 +54,10 @@ func (m *VerifyMetrics) Observe(t credential.CredentialType, err error, d time.D
 
 // InstrumentHTTP counts and times the requests h serves, by HTTP method and
 // status code (talos_http_requests_total, talos_http_request_duration_seconds).
-// Paths are not labels: they carry key IDs and would grow without bound.
+// Only the standard methods are label values, any other is "_OTHER" (as in
+// OpenTelemetry's semantic conventions): a method is any token a client
+// chooses, and one series per token would let anyone grow /metrics without
+// bound. Paths are not labels: they carry key IDs.
 func InstrumentHTTP(reg prometheus.Registerer, h http.Handler) http.Handler {
 	total := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "talos_http_requests_total",
@@ -70,9 +73,21 @@ func InstrumentHTTP(reg prometheus.Registerer, h http.Handler) http.Handler {
 		start := time.Now()
 		sw := &codeWriter{ResponseWriter: w, code: http.StatusOK}
 		h.ServeHTTP(sw, r)
-		total.WithLabelValues(r.Method, strconv.Itoa(sw.code)).Inc()
-		duration.WithLabelValues(r.Method).Observe(time.Since(start).Seconds())
+		m := methodLabel(r.Method)
+		total.WithLabelValues(m, strconv.Itoa(sw.code)).Inc()
+		duration.WithLabelValues(m).Observe(time.Since(start).Seconds())
 	})
+}
+
+// methodLabel is method if it is one of the RFC 9110 methods or PATCH, else
+// "_OTHER".
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return "_OTHER"
 }
 
 type codeWriter struct {
