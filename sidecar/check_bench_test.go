@@ -10,6 +10,7 @@ import (
 
 	"github.com/talos-project/talos/extauthz"
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/token"
 	"github.com/talos-project/talos/sidecar/pipeline"
 )
 
@@ -24,6 +25,9 @@ func (u *oneKey) Verify(_ context.Context, p credential.Presented) (credential.R
 }
 
 func (u *oneKey) JWKS(context.Context) ([]byte, error) { return nil, credential.ErrUnavailable }
+func (u *oneKey) TokenPolicy(context.Context) (*token.Policy, error) {
+	return nil, credential.ErrUnavailable
+}
 
 // BenchmarkCheckL1Hit is the whole ext_authz Check of the sidecar, in
 // process, answered from the in-process cache: request parsing, credential

@@ -28,6 +28,7 @@ import (
 	"github.com/talos-project/talos/pkg/ratelimit/memory"
 	listenlimits "github.com/talos-project/talos/pkg/serve"
 	"github.com/talos-project/talos/pkg/telemetry"
+	"github.com/talos-project/talos/pkg/token"
 )
 
 func newServeCmd(e *env) *cobra.Command {
@@ -127,11 +128,12 @@ func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrat
 		replica = p.replica
 	}
 	ak, dt := cfg.Credentials.APIKeys, cfg.Credentials.DerivedTokens
-	var retiredIssuers []string
+	// Every retired issuer is passed with its expiry, which the keys service
+	// evaluates at each verification (and sidecars too, through
+	// GetTokenPolicy): filtering here would fix the set at start.
+	retiredIssuers := make([]token.RetiredIssuer, 0, len(cfg.Credentials.IssuerRetired))
 	for _, r := range cfg.Credentials.IssuerRetired {
-		if r.Active(time.Now()) {
-			retiredIssuers = append(retiredIssuers, r.Value)
-		}
+		retiredIssuers = append(retiredIssuers, token.RetiredIssuer{Issuer: r.Value, ExpiresAt: r.ExpiresAt})
 	}
 	ik, rt := cfg.Credentials.ImportedKeys, cfg.Serve.SelfService.RevokeThrottle
 	var (

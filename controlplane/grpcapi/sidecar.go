@@ -72,3 +72,11 @@ func (x *Sidecar) BatchVerify(ctx context.Context, r *sidecarpb.BatchVerifyReque
 	}
 	return out, nil
 }
+
+// GetTokenPolicy answers the issuers and clock skew derived tokens are
+// verified under, so that sidecars verifying JWTs locally accept exactly what
+// Verify accepts. It is sidecar surface (/talos.sidecar.v1.Verifier/), under
+// the same authorization as Verify.
+func (x *Sidecar) GetTokenPolicy(context.Context, *sidecarpb.GetTokenPolicyRequest) (*sidecarpb.TokenPolicy, error) {
+	return apiconv.TokenPolicy(x.s.keys.TokenPolicy()), nil
+}

@@ -37,8 +37,9 @@ type DerivedOptions struct {
 	// MacaroonPrefix is the prefix of new macaroons; every prefix in
 	// MacaroonPrefixes (current first) is accepted.
 	MacaroonPrefixes []string
-	// RetiredIssuers are still accepted in the iss of derived tokens.
-	RetiredIssuers []string
+	// RetiredIssuers are still accepted in the iss of derived tokens, each
+	// until its ExpiresAt (evaluated at every verification).
+	RetiredIssuers []token.RetiredIssuer
 }
 
 // DeriveInput is a request to derive a short-lived token from an API key.
@@ -164,11 +165,7 @@ const macaroonLabel = "talos/macaroon/v1/root-key"
 // verifyDerived verifies a JWT or macaroon statelessly: no store read.
 func (s *Service) verifyDerived(ctx context.Context, typ credential.CredentialType, p credential.Presented) (credential.Result, error) {
 	now := s.now()
-	o := token.VerifyOptions{
-		Now: now, ClockSkew: s.opts.ClockSkew, Issuers: append([]string{s.opts.Issuer}, s.derivedOpts.RetiredIssuers...),
-		Tenant: p.Tenant, ExpectedAudiences: p.ExpectedAudiences, ClientIP: p.ClientIP,
-		SkipIPCheck: p.DeferIPCheck,
-	}
+	o := s.policy.Options(now, p)
 	var (
 		c   token.Claims
 		err error
@@ -191,6 +188,12 @@ func (s *Service) verifyDerived(ctx context.Context, typ credential.CredentialTy
 	}
 	return c.Result(typ), err
 }
+
+// TokenPolicy returns the policy derived tokens are verified under: the
+// issuer, the retired issuers with their expiry, and the clock skew. Sidecars
+// fetch it (talos.sidecar.v1.Verifier/GetTokenPolicy) so that they accept
+// exactly what this service accepts.
+func (s *Service) TokenPolicy() *token.Policy { return s.policy }
 
 // JWKS returns the public signing keys in RFC 7517 form ({"keys": [...]}),
 // retired keys included until their tokens have expired.

@@ -9,6 +9,7 @@ import (
 	"github.com/talos-project/talos/controlplane/keys"
 	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/token"
 )
 
 func derive(ts *testService, t *testing.T, cred string, alg keys.Algorithm, mod func(*keys.DeriveInput)) (keys.Derived, error) {
@@ -147,4 +148,63 @@ func TestService_Macaroon_RetiredSecret(t *testing.T) {
 	if _, err := now.verify(t, tenantA, d.Token); err == nil {
 		t.Error("macaroon verified after its secret expired")
 	}
+}
+
+// TestService_RetiredIssuerExpiresWhileRunning: tokens of a retired issuer
+// are accepted until its expires_at and rejected from then on by the same
+// running Service (issue 11, finding 3: the expiry was evaluated once, when
+// the process started, so such tokens kept verifying forever).
+func TestService_RetiredIssuerExpiresWhileRunning(t *testing.T) {
+	t.Parallel()
+	const oldIssuer = "https://old.talos.example"
+	old := newTestService(t, withOptions(func(o *keys.Options) { o.Issuer = oldIssuer }))
+	_, cred := old.mustIssue(t, tenantA, issueInput("alice"))
+	var toks []string
+	for _, alg := range []keys.Algorithm{keys.AlgorithmJWT, keys.AlgorithmMacaroon} {
+		d, err := derive(old, t, cred, alg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, d.Token)
+	}
+	retires := epoch.Add(30 * time.Minute)
+	ts := newTestService(t, withStore(old.store), withSecrets(old.secrets), withOptions(func(o *keys.Options) {
+		o.Derived.RetiredIssuers = []token.RetiredIssuer{{Issuer: oldIssuer, ExpiresAt: retires}}
+	}))
+	for _, tok := range toks {
+		if _, err := ts.verify(t, tenantA, tok); err != nil {
+			t.Fatalf("a token of the retired issuer before its expiry: %v", err)
+		}
+	}
+	ts.clock.Advance(retires.Sub(epoch) - time.Second)
+	for _, tok := range toks {
+		if _, err := ts.verify(t, tenantA, tok); err != nil {
+			t.Fatalf("a token of the retired issuer a second before its expiry: %v", err)
+		}
+	}
+	ts.clock.Advance(time.Second)
+	for _, tok := range toks {
+		_, err := ts.verify(t, tenantA, tok)
+		checkErr(t, "a token of the retired issuer at its expiry", err, credential.ErrUnauthenticated)
+	}
+	// The policy the service hands to sidecars says the same.
+	p := ts.svc.TokenPolicy()
+	if p.Issuer() != testIssuer || p.Accepts(oldIssuer, ts.clock.Now()) || !p.Accepts(oldIssuer, epoch) {
+		t.Errorf("TokenPolicy = %q, retired %v", p.Issuer(), p.Retired())
+	}
+}
+
+// TestService_ForeignIssuerRejected: a JWT signed with this deployment's own
+// key but naming another issuer is not accepted.
+func TestService_ForeignIssuerRejected(t *testing.T) {
+	t.Parallel()
+	foreign := newTestService(t, withOptions(func(o *keys.Options) { o.Issuer = "https://evil.example" }))
+	_, cred := foreign.mustIssue(t, tenantA, issueInput("alice"))
+	d, err := derive(foreign, t, cred, keys.AlgorithmJWT, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := newTestService(t, withStore(foreign.store), withSecrets(foreign.secrets))
+	_, err = ts.verify(t, tenantA, d.Token)
+	checkErr(t, "a foreign issuer signed with the published key", err, credential.ErrUnauthenticated)
 }

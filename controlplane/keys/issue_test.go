@@ -26,8 +26,10 @@ func TestNew(t *testing.T) {
 		deps    keys.Deps
 		wantErr bool
 	}{
-		{"defaults", keys.Options{Prefix: "talos"}, keys.Deps{Store: st, Secrets: secrets}, false},
-		{"v1 format", keys.Options{Prefix: "talos", Format: keys.FormatV1}, keys.Deps{Store: st, Secrets: secrets}, false},
+		{"defaults", keys.Options{Issuer: testIssuer, Prefix: "talos"}, keys.Deps{Store: st, Secrets: secrets}, false},
+		{"v1 format", keys.Options{Issuer: testIssuer, Prefix: "talos", Format: keys.FormatV1}, keys.Deps{Store: st, Secrets: secrets}, false},
+		{"no issuer", keys.Options{Prefix: "talos"}, keys.Deps{Store: st, Secrets: secrets}, true},
+		{"clock skew over the bound", keys.Options{Issuer: testIssuer, Prefix: "talos", ClockSkew: time.Hour}, keys.Deps{Store: st, Secrets: secrets}, true},
 		{"no store", keys.Options{Prefix: "talos"}, keys.Deps{Secrets: secrets}, true},
 		{"no secrets", keys.Options{Prefix: "talos"}, keys.Deps{Store: st}, true},
 		{"unknown format", keys.Options{Prefix: "talos", Format: "v3"}, keys.Deps{Store: st, Secrets: secrets}, true},

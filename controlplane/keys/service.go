@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/credential"
 	"github.com/talos-project/talos/pkg/ratelimit"
+	"github.com/talos-project/talos/pkg/token"
 )
 
 // Limits that keep one request from costing unbounded work or storage.
@@ -41,6 +43,7 @@ const (
 
 // Options are the plain values the service needs from configuration.
 type Options struct {
+	// Issuer is the iss of derived tokens; required.
 	Issuer string
 	// Format is the format of newly issued keys; both are always verified.
 	Format Format
@@ -54,7 +57,9 @@ type Options struct {
 	DefaultTTL time.Duration
 	// MaxTTL caps requested TTLs and, for v1 keys, the age of the timestamp
 	// embedded in the key (as Ory Talos does).
-	MaxTTL    time.Duration
+	MaxTTL time.Duration
+	// ClockSkew is the leeway on time checks (derived tokens, v1 key
+	// timestamps), at most token.MaxClockSkew.
 	ClockSkew time.Duration
 	// KeyedImportHash hashes imported keys with a subkey of the HMAC secret
 	// instead of Talos's unkeyed SHA-512/256.
@@ -124,6 +129,7 @@ type Service struct {
 
 	derivedOpts DerivedOptions
 	signing     *signingKeys
+	policy      *token.Policy // issuers and skew of derived tokens
 }
 
 var (
@@ -148,6 +154,10 @@ func New(opts Options, deps Deps) (*Service, error) {
 	if opts.MaxTTL <= 0 {
 		opts.MaxTTL = 8760 * time.Hour
 	}
+	policy, err := token.NewPolicy(opts.Issuer, opts.Derived.RetiredIssuers, opts.ClockSkew)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
 	s := &Service{
 		opts:     opts,
 		store:    deps.Store,
@@ -163,6 +173,7 @@ func New(opts Options, deps Deps) (*Service, error) {
 		revokeLimiter: deps.RevokeLimiter,
 
 		derivedOpts: opts.Derived,
+		policy:      policy,
 	}
 	if s.opts.SelfRevokeThrottle == (credential.RatePolicy{}) {
 		s.opts.SelfRevokeThrottle = DefaultSelfRevokeThrottle

@@ -91,6 +91,9 @@ func (c *Config) Validate() error {
 		if r.Value == "" {
 			fail(fmt.Sprintf("credentials.issuer_retired[%d]", i), "must not be empty")
 		}
+		if r.Value == cr.Issuer || slices.ContainsFunc(cr.IssuerRetired[:i], func(o RetiredIssuer) bool { return o.Value == r.Value }) {
+			fail(fmt.Sprintf("credentials.issuer_retired[%d]", i), "must differ from credentials.issuer and from the other retired issuers")
+		}
 	}
 	if cr.ClockSkew < 0 || cr.ClockSkew.D() > MaxClockSkew {
 		fail("credentials.clock_skew", "must be between 0s and %s (got %s)", MaxClockSkew, cr.ClockSkew)

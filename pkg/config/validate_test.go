@@ -55,6 +55,12 @@ func TestConfig_Validate(t *testing.T) {
 		{"empty retired issuer", func(c *config.Config) {
 			c.Credentials.IssuerRetired = []config.RetiredIssuer{{}}
 		}, "credentials.issuer_retired[0]: must not be empty"},
+		{"retired issuer repeated", func(c *config.Config) {
+			c.Credentials.IssuerRetired = []config.RetiredIssuer{{Value: "https://old"}, {Value: "https://old"}}
+		}, "credentials.issuer_retired[1]: must differ"},
+		{"retired issuer is the current one", func(c *config.Config) {
+			c.Credentials.IssuerRetired = []config.RetiredIssuer{{Value: c.Credentials.Issuer}}
+		}, "credentials.issuer_retired[0]: must differ"},
 		{"clock skew at the limit", func(c *config.Config) { c.Credentials.ClockSkew = config.Duration(10 * time.Minute) }, ""},
 		{"clock skew above the limit", func(c *config.Config) {
 			c.Credentials.ClockSkew = config.Duration(10*time.Minute + 1)

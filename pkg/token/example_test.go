@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/talos-project/talos/pkg/credential"
 	"github.com/talos-project/talos/pkg/token"
 )
 
@@ -43,12 +44,18 @@ func ExampleAttenuate() {
 	}
 
 	// Talos's side again: verify with every active root key and prefix.
-	c, err := token.VerifyMacaroon(narrowed, [][]byte{root}, []string{"mc"}, token.VerifyOptions{
-		Now:               issued.Add(time.Minute),
+	// The policy (issuers, skew) comes from configuration and is evaluated
+	// at the instant of the request.
+	policy, err := token.NewPolicy("https://talos.example.com", nil, 5*time.Minute)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	c, err := token.VerifyMacaroon(narrowed, [][]byte{root}, []string{"mc"}, policy.Options(issued.Add(time.Minute), credential.Presented{
 		Tenant:            "00000000-0000-0000-0000-000000000000",
 		ClientIP:          netip.MustParseAddr("10.1.2.3"),
 		ExpectedAudiences: []string{"https://reports.example.com"},
-	})
+	}))
 	if err != nil {
 		fmt.Println(err)
 		return

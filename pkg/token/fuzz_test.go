@@ -1,8 +1,10 @@
 package token_test
 
 import (
+	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/talos-project/talos/pkg/credential"
@@ -79,6 +81,138 @@ func FuzzVerifyMacaroon(f *testing.F) {
 		if _, err := token.Attenuate(tok, token.Scopes("keys:read")); err != nil && !errors.Is(err, credential.ErrMalformed) &&
 			!errors.Is(err, credential.ErrUnauthenticated) && !errors.Is(err, credential.ErrInvalidArgument) {
 			t.Fatalf("Attenuate: err = %v", err)
+		}
+	})
+}
+
+// jwksSeeds are JWK sets of every shape the parsers meet: private and public
+// sets of the fixed keys, the Talos-wrapped shape, and near misses.
+func jwksSeeds(f *testing.F) {
+	f.Helper()
+	keys := []token.SigningKey{signingKey(f, token.EdDSA), signingKey(f, token.ES256)}
+	for _, private := range []bool{true, false} {
+		b, err := token.MarshalJWKS(keys, private)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		f.Add([]byte(`{"jwks":` + string(b) + `}`))
+	}
+	for _, s := range []string{
+		`{"keys":[]}`,
+		`{"jwks":{"keys":[]}}`,
+		`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","use":"enc"}]}`,
+		`{"keys":[{"kty":"OKP","crv":"X25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`,
+		`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"a"},{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"a"}]}`,
+		`{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB"}]}`,
+		`{"keys":[{"kty":"EC","crv":"P-256","x":"=","y":"="}]}`,
+		`{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`,
+		`{"keys":null}`,
+		`[]`,
+		``,
+	} {
+		f.Add([]byte(s))
+	}
+}
+
+// FuzzParseJWKS: ParseJWKS (signing keys from configuration) never panics,
+// fails only with ErrInvalidArgument and without echoing private members,
+// and whatever it accepts is a usable, consistent key set: NewSigner takes
+// it, it survives a MarshalJWKS round trip, and a token signed with its first
+// key verifies against the public half parsed back by ParsePublicJWKS.
+func FuzzParseJWKS(f *testing.F) {
+	jwksSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		keys, err := token.ParseJWKS(data)
+		if err != nil {
+			if !errors.Is(err, credential.ErrInvalidArgument) {
+				t.Fatalf("err = %v, want ErrInvalidArgument", err)
+			}
+			var doc struct {
+				Keys []struct {
+					D string `json:"d"`
+				} `json:"keys"`
+			}
+			if json.Unmarshal(data, &doc) == nil {
+				for _, k := range doc.Keys {
+					if len(k.D) >= 8 && strings.Contains(err.Error(), k.D) {
+						t.Fatalf("the error echoes a private member: %v", err)
+					}
+				}
+			}
+			return
+		}
+		if len(keys) == 0 {
+			t.Fatal("accepted an empty set")
+		}
+		s, err := token.NewSigner(keys, keys[0].ID)
+		if err != nil {
+			t.Fatalf("NewSigner refused parsed keys: %v", err)
+		}
+		b, err := token.MarshalJWKS(keys, true)
+		if err != nil {
+			t.Fatalf("MarshalJWKS: %v", err)
+		}
+		again, err := token.ParseJWKS(b)
+		if err != nil || len(again) != len(keys) {
+			t.Fatalf("round trip: %d keys, err %v", len(again), err)
+		}
+		for i := range keys {
+			if again[i].ID != keys[i].ID || again[i].Algorithm != keys[i].Algorithm {
+				t.Fatalf("key %d changed in the round trip", i)
+			}
+		}
+		pub, err := token.MarshalJWKS(keys, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks, err := token.ParsePublicJWKS(pub)
+		if err != nil || ks.Len() != len(keys) {
+			t.Fatalf("public half: %d keys, err %v", ks.Len(), err)
+		}
+		tok, err := s.SignJWT(claims())
+		if err != nil {
+			t.Fatalf("SignJWT: %v", err)
+		}
+		if _, err := token.VerifyJWT(tok, ks, opts()); err != nil {
+			t.Fatalf("a token of a parsed key does not verify against its public half: %v", err)
+		}
+	})
+}
+
+// FuzzParsePublicJWKS: ParsePublicJWKS (the sidecar's reading of the control
+// plane's JWKS) never panics, fails only with ErrInvalidArgument, never holds
+// more keys than the document lists, and its set never accepts a token the
+// fixed signer produced unless that key is in the document.
+func FuzzParsePublicJWKS(f *testing.F) {
+	jwksSeeds(f)
+	s := mustSigner(f, []token.SigningKey{signingKey(f, token.EdDSA)}, "")
+	tok := mustSign(f, s, claims())
+	edPub, err := token.MarshalJWKS([]token.SigningKey{signingKey(f, token.EdDSA)}, false)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var want struct {
+		Keys []struct {
+			X string `json:"x"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(edPub, &want); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ks, err := token.ParsePublicJWKS(data)
+		if err != nil {
+			if !errors.Is(err, credential.ErrInvalidArgument) {
+				t.Fatalf("err = %v, want ErrInvalidArgument", err)
+			}
+			return
+		}
+		if n := strings.Count(string(data), "{") - 1; ks.Len() > n {
+			t.Fatalf("%d keys from a document with at most %d objects", ks.Len(), n)
+		}
+		if _, err := token.VerifyJWT(tok, ks, opts()); err == nil && !strings.Contains(string(data), want.Keys[0].X) {
+			t.Fatal("a set without the signing key accepted its token")
 		}
 	})
 }

@@ -93,7 +93,7 @@ func TestSignJWT_MinimalClaims(t *testing.T) {
 	t.Parallel()
 	s := newTestSigner(t, token.EdDSA)
 	c := token.Claims{Subject: keyID, Issuer: issuer, Tenant: tenant, IssuedAt: now, Expiry: now.Add(time.Minute)}
-	got, err := token.VerifyJWT(mustSign(t, s, c), s.KeySet(now), token.VerifyOptions{Now: now, Tenant: tenant})
+	got, err := token.VerifyJWT(mustSign(t, s, c), s.KeySet(now), token.VerifyOptions{Now: now, Tenant: tenant, Issuers: []string{issuer}})
 	if err != nil {
 		t.Fatalf("VerifyJWT: %v", err)
 	}
@@ -423,6 +423,8 @@ func TestVerifyJWT_InvalidOptions(t *testing.T) {
 		{"no time", func(o *token.VerifyOptions) { o.Now = time.Time{} }},
 		{"no tenant", func(o *token.VerifyOptions) { o.Tenant = "" }},
 		{"negative skew", func(o *token.VerifyOptions) { o.ClockSkew = -time.Second }},
+		{"no issuers", func(o *token.VerifyOptions) { o.Issuers = nil }},
+		{"empty issuers", func(o *token.VerifyOptions) { o.Issuers = []string{} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

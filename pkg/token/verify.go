@@ -17,7 +17,8 @@ type VerifyOptions struct {
 	// default 5m); must not be negative.
 	ClockSkew time.Duration
 	// Issuers lists the accepted iss values (the current issuer and the
-	// unexpired retired ones); empty accepts any issuer.
+	// unexpired retired ones: Policy.Options fills them in); required. An
+	// empty list is an invalid option, never "any issuer".
 	Issuers []string
 	// Tenant is the tenant of the request; required. A token of another
 	// tenant is ErrNotFound (TOKEN_NOT_FOUND).
@@ -43,6 +44,10 @@ func (o *VerifyOptions) check() error {
 		return invalid("verify options: Tenant is required")
 	case o.ClockSkew < 0:
 		return invalid("verify options: ClockSkew must not be negative")
+	case len(o.Issuers) == 0:
+		// Fail closed: no accepted issuer is a configuration fault, not a
+		// licence to accept whatever issuer a token names.
+		return invalid("verify options: Issuers is required")
 	}
 	return nil
 }
@@ -64,7 +69,7 @@ func (o *VerifyOptions) checkTimes(iat, nbf, exp time.Time) error {
 // authentic and current: issuer, tenant, audience, client IP (in that order).
 // acls are the CIDR sets the client IP must each satisfy.
 func (o *VerifyOptions) checkClaims(c *Claims, acls [][]netip.Prefix) error {
-	if len(o.Issuers) > 0 && !slices.Contains(o.Issuers, c.Issuer) {
+	if !slices.Contains(o.Issuers, c.Issuer) {
 		return errIssuer
 	}
 	if c.Tenant != o.Tenant {

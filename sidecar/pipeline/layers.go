@@ -206,13 +206,16 @@ func (l *upstreamLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	return &Entry{Result: res, Err: err, Fresh: q.now, Keep: q.now}, nil
 }
 
-// jwtLayer verifies derived JWTs locally against the control plane's JWKS;
-// every other credential goes on down the chain. Its verdicts are kept in L1
-// (above it) until the token expires.
+// jwtLayer verifies derived JWTs locally against the control plane's JWKS,
+// under the control plane's token policy (issuers, retired issuers with their
+// expiry, clock skew) evaluated at the instant of the request. Until the
+// policy is known, JWTs go on down the chain to the control plane, as every
+// other credential does: the sidecar never guesses which issuers to accept.
+// Its verdicts are kept in L1 (above it) until the token stops being
+// accepted; check re-applies the policy to them on every hit.
 type jwtLayer struct {
 	keys  *jwks
 	life  lifetimes
-	skew  time.Duration
 	next  layer
 	stats *counters
 	inv   *invalidations
@@ -222,15 +225,17 @@ func (l *jwtLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	if !token.LooksJWT(q.p.Credential) {
 		return l.next.lookup(ctx, q)
 	}
+	ks, pol, err := l.keys.get(ctx)
+	if pol == nil {
+		// No policy (yet): the control plane decides.
+		return l.next.lookup(ctx, q)
+	}
 	l.stats.jwtLocal.Add(1)
 	q.source = extauthz.CacheMiss
-	ks, err := l.keys.get(ctx)
 	if err != nil {
 		return nil, err
 	}
-	o := token.VerifyOptions{
-		Now: q.now, ClockSkew: l.skew, Tenant: q.p.Tenant, ExpectedAudiences: q.p.ExpectedAudiences, SkipIPCheck: true,
-	}
+	o := pol.Options(q.now, q.p) // q.p.DeferIPCheck: check enforces the CIDRs
 	c, err := token.VerifyJWT(q.p.Credential, ks, o)
 	if errors.Is(err, token.ErrUnknownKID) {
 		// Perhaps the control plane rotated: refetch once and retry.
@@ -243,9 +248,11 @@ func (l *jwtLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	}
 	res := c.Result(credential.TypeJWT)
 	if err == nil {
-		// Valid until the token expires; the verdict depends on nothing
-		// that can change before then except the signing keys.
-		e := &Entry{Result: res, Fresh: c.Expiry, Keep: c.Expiry, Tag: l.inv.watermark.Load()}
+		// Valid until the policy stops accepting it (its expiry plus the
+		// skew, or its retired issuer's expiry); the verdict depends on
+		// nothing else that can change before then except the signing keys.
+		until := pol.Until(c.Issuer, c.Expiry)
+		e := &Entry{Result: res, Fresh: until, Keep: until, Tag: l.inv.watermark.Load()}
 		return e, nil
 	}
 	if e, ok := l.life.entryFor(res, err, q.now); ok {
@@ -255,8 +262,9 @@ func (l *jwtLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	return &Entry{Result: res, Err: err, Fresh: q.now, Keep: q.now}, nil
 }
 
-// jwks holds the control plane's public signing keys. Readers never block:
-// the set is swapped atomically; fetches are serialised by mu.
+// jwks holds the control plane's public signing keys and its token policy,
+// fetched together and refreshed on the same schedule. Readers never block:
+// both are swapped atomically; fetches are serialised by mu.
 type jwks struct {
 	up      Upstream
 	now     func() time.Time
@@ -264,24 +272,37 @@ type jwks struct {
 	refresh time.Duration
 
 	set     atomic.Pointer[token.KeySet]
+	pol     atomic.Pointer[token.Policy]
 	mu      sync.Mutex
 	fetched time.Time // guarded by mu
+	// polFailing is set while token policy fetches fail; guarded by mu.
+	polFailing bool
 }
 
-// minRefetch bounds refetches triggered by unknown key IDs, so a stream of
-// forged tokens cannot turn into a stream of upstream calls.
+// minRefetch bounds refetches triggered by unknown key IDs (or a missing
+// policy), so a stream of forged tokens cannot turn into a stream of upstream
+// calls.
 const minRefetch = time.Second
 
-func (j *jwks) get(ctx context.Context) (*token.KeySet, error) {
-	if ks := j.set.Load(); ks != nil {
-		return ks, nil
+// policy returns the token policy, nil until one was fetched.
+func (j *jwks) policy() *token.Policy { return j.pol.Load() }
+
+// get returns the key set and the policy, fetching them when there is no key
+// set yet, or no policy and the last fetch is minRefetch old. The policy is
+// nil (whatever the error) while the control plane has not given one.
+func (j *jwks) get(ctx context.Context) (*token.KeySet, *token.Policy, error) {
+	ks, pol := j.set.Load(), j.pol.Load()
+	if ks != nil && pol != nil {
+		return ks, pol, nil
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if ks := j.set.Load(); ks != nil {
-		return ks, nil
+	ks, pol = j.set.Load(), j.pol.Load()
+	if ks != nil && (pol != nil || j.now().Sub(j.fetched) < minRefetch) {
+		return ks, pol, nil
 	}
-	return j.fetchLocked(ctx)
+	ks, err := j.fetchLocked(ctx)
+	return ks, j.pol.Load(), err
 }
 
 // refetch fetches again unless another fetch replaced seen already or one
@@ -295,12 +316,22 @@ func (j *jwks) refetch(ctx context.Context, seen *token.KeySet) (*token.KeySet, 
 	return j.fetchLocked(ctx)
 }
 
-// fetchLocked fetches the keys; on failure it keeps the set it has.
+// fetchLocked fetches the keys and the policy; on failure it keeps what it
+// has of each. The error is the key set's.
 func (j *jwks) fetchLocked(ctx context.Context) (*token.KeySet, error) {
-	old := j.set.Load()
 	// Failed attempts count too, so that forged kids cannot turn an
 	// unreachable JWKS endpoint into a stream of upstream calls.
 	j.fetched = j.now()
+	if pol, err := j.up.TokenPolicy(ctx); err == nil {
+		j.pol.Store(pol)
+		j.polFailing = false
+	} else if !j.polFailing {
+		// Once per run of failures: with JWTs flowing and no policy, this
+		// is retried every minRefetch.
+		j.polFailing = true
+		j.log.Warn("fetching the token policy failed; derived JWTs are verified upstream until it succeeds", slog.Any("error", err))
+	}
+	old := j.set.Load()
 	b, err := j.up.JWKS(ctx)
 	if err != nil {
 		if old != nil {

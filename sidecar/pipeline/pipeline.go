@@ -33,6 +33,7 @@ import (
 	"github.com/talos-project/talos/pkg/cache"
 	"github.com/talos-project/talos/pkg/cache/memory"
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/token"
 )
 
 // Upstream is the control plane, asked on a miss.
@@ -44,6 +45,9 @@ type Upstream interface {
 	Verify(ctx context.Context, p credential.Presented) (credential.Result, error)
 	// JWKS returns the control plane's public signing keys (RFC 7517 JSON).
 	JWKS(ctx context.Context) ([]byte, error)
+	// TokenPolicy returns the control plane's token policy: the issuers and
+	// clock skew derived tokens are verified under.
+	TokenPolicy(ctx context.Context) (*token.Policy, error)
 }
 
 // Options configure a Pipeline.
@@ -61,10 +65,9 @@ type Options struct {
 	MemoryBytes int64
 	// Shared is the optional shared cache (Redis); nil for none.
 	Shared cache.Store
-	// JWTClockSkew is the leeway on a derived JWT's exp/nbf/iat. Default 5m,
-	// the control plane's default.
-	JWTClockSkew time.Duration
-	// JWKSRefresh is how often the signing keys are refetched. Default 5m.
+	// JWKSRefresh is how often the signing keys and the token policy
+	// (issuers, clock skew: the control plane's, never configured here) are
+	// refetched. Default 5m.
 	JWKSRefresh time.Duration
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
@@ -96,9 +99,6 @@ func New(up Upstream, o Options) (*Pipeline, error) {
 	if o.MemoryBytes <= 0 {
 		o.MemoryBytes = 64 << 20
 	}
-	if o.JWTClockSkew <= 0 {
-		o.JWTClockSkew = 5 * time.Minute
-	}
 	if o.JWKSRefresh <= 0 {
 		o.JWKSRefresh = 5 * time.Minute
 	}
@@ -128,7 +128,7 @@ func New(up Upstream, o Options) (*Pipeline, error) {
 		next = &sharedLayer{life: life, store: o.Shared, next: next, stats: &p.stats, log: o.Logger, inv: &p.inv}
 	}
 	next = &flightLayer{next: next, inv: &p.inv}
-	next = &jwtLayer{keys: p.jwks, life: life, skew: o.JWTClockSkew, next: next, stats: &p.stats, inv: &p.inv}
+	next = &jwtLayer{keys: p.jwks, life: life, next: next, stats: &p.stats, inv: &p.inv}
 	p.head = &memoryLayer{c: l1, next: next, stats: &p.stats, inv: &p.inv}
 	return p, nil
 }
@@ -174,7 +174,7 @@ func (p *Pipeline) Authorize(ctx context.Context, pr credential.Presented) extau
 	if usable {
 		if e, ok := p.l1.Get(key); ok && now.Before(e.Fresh) && !p.inv.stale(e) {
 			p.stats.l1Hits.Add(1)
-			return extauthz.Verdict{Result: e.Result, Err: check(e, pr.ClientIP, now), Cache: extauthz.CacheHit, Memo: &e.memo}
+			return extauthz.Verdict{Result: e.Result, Err: check(e, pr.ClientIP, now, p.jwks), Cache: extauthz.CacheHit, Memo: &e.memo}
 		}
 	}
 	// A miss: reject what no upstream could accept before asking anyone (a
@@ -188,7 +188,7 @@ func (p *Pipeline) Authorize(ctx context.Context, pr credential.Presented) extau
 	if err != nil {
 		return extauthz.Verdict{Err: err, Cache: q.source}
 	}
-	return extauthz.Verdict{Result: e.Result, Err: check(e, pr.ClientIP, now), Cache: q.source, Memo: &e.memo}
+	return extauthz.Verdict{Result: e.Result, Err: check(e, pr.ClientIP, now, p.jwks), Cache: q.source, Memo: &e.memo}
 }
 
 // Wait makes preceding in-process cache writes visible; for tests.
@@ -210,13 +210,24 @@ func localReject(c string) error {
 }
 
 // check applies the per-request checks to a verdict: the key's expiry now and
-// the client address against its CIDRs.
-func check(e *Entry, ip netip.Addr, now time.Time) error {
+// the client address against its CIDRs. A derived token's verdict is held to
+// the control plane's token policy at now (its issuer still accepted, its
+// expiry plus the clock skew), so that a retired issuer expires in cached
+// verdicts too; without a policy its expiry applies without skew.
+func check(e *Entry, ip netip.Addr, now time.Time, keys *jwks) error {
 	if e.Err != nil {
 		return e.Err
 	}
 	r := &e.Result
-	if !r.ExpireTime.IsZero() && !now.Before(r.ExpireTime) {
+	if r.Type == credential.TypeJWT || r.Type == credential.TypeMacaroon {
+		if pol := keys.policy(); pol != nil {
+			if err := pol.Recheck(r.Issuer, r.ExpireTime, now); err != nil {
+				return err
+			}
+		} else if !now.Before(r.ExpireTime) {
+			return credential.ErrKeyExpired
+		}
+	} else if !r.ExpireTime.IsZero() && !now.Before(r.ExpireTime) {
 		return credential.ErrKeyExpired
 	}
 	if !credential.IPAllowed(r.AllowedCIDRs, ip) {

@@ -31,9 +31,12 @@ type fakeUpstream struct {
 	keys  map[string]credential.Result
 	denid map[string]error
 	jwks  []byte
-	down  atomic.Bool
-	calls atomic.Int64
-	gate  chan struct{} // when set, Verify waits for it
+	// policy is the token policy served; nil answers ErrUnavailable, like
+	// a control plane that does not serve GetTokenPolicy.
+	policy atomic.Pointer[token.Policy]
+	down   atomic.Bool
+	calls  atomic.Int64
+	gate   chan struct{} // when set, Verify waits for it
 	// during, when set, runs inside Verify: what happens while a call is
 	// in flight.
 	during func()
@@ -73,6 +76,14 @@ func (f *fakeUpstream) JWKS(context.Context) ([]byte, error) {
 		return nil, credential.ErrUnavailable
 	}
 	return f.jwks, nil
+}
+
+func (f *fakeUpstream) TokenPolicy(context.Context) (*token.Policy, error) {
+	p := f.policy.Load()
+	if f.down.Load() || p == nil {
+		return nil, credential.ErrUnavailable
+	}
+	return p, nil
 }
 
 func (f *fakeUpstream) set(cred string, r credential.Result, err error) {
@@ -373,6 +384,7 @@ func TestDerivedJWTVerifiedLocally(t *testing.T) {
 	}
 	up := newUpstream()
 	up.jwks, _ = json.Marshal(sg.PublicJWKS(clk.Now()))
+	up.policy.Store(mustPolicy(t, "http://cp", nil, time.Minute))
 	p := newPipeline(t, up, pipeline.Options{Now: clk.Now, NegativeTTL: time.Second})
 
 	tok, err := sg.SignJWT(token.Claims{
@@ -398,7 +410,7 @@ func TestDerivedJWTVerifiedLocally(t *testing.T) {
 	if got := up.calls.Load(); got != 0 {
 		t.Fatalf("upstream verify calls = %d, want 0", got)
 	}
-	clk.Add(2 * time.Minute)
+	clk.Add(2*time.Minute + time.Second) // past its expiry plus the skew
 	if v := authorize(p, presented(tok)); !errors.Is(v.Err, credential.ErrExpired) {
 		t.Fatalf("expired jwt: %+v", v)
 	}

@@ -24,7 +24,13 @@ type fakeVerifier struct {
 	sidecarpb.UnimplementedVerifierServer
 	verify func(ctx context.Context, r *sidecarpb.VerifyRequest) (*sidecarpb.VerifyResponse, error)
 	batch  func(ctx context.Context, r *sidecarpb.BatchVerifyRequest) (*sidecarpb.BatchVerifyResponse, error)
+	policy func(ctx context.Context) (*sidecarpb.TokenPolicy, error)
 	calls  atomic.Int64
+}
+
+func (f *fakeVerifier) GetTokenPolicy(ctx context.Context, _ *sidecarpb.GetTokenPolicyRequest) (*sidecarpb.TokenPolicy, error) {
+	f.calls.Add(1)
+	return f.policy(ctx)
 }
 
 func (f *fakeVerifier) Verify(ctx context.Context, r *sidecarpb.VerifyRequest) (*sidecarpb.VerifyResponse, error) {

@@ -16,7 +16,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sidecarpb "github.com/talos-project/talos/pkg/api/talos/sidecar/v1"
 	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
@@ -611,7 +613,7 @@ func TestClient_JWKS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := token.VerifyJWT(tok, ks, token.VerifyOptions{Now: now, Tenant: tenant}); err != nil {
+	if _, err := token.VerifyJWT(tok, ks, token.VerifyOptions{Now: now, Tenant: tenant, Issuers: []string{"https://talos.example"}}); err != nil {
 		t.Errorf("VerifyJWT with the fetched JWKS: %v", err)
 	}
 }
@@ -637,4 +639,52 @@ func TestClient_JWKS_Errors(t *testing.T) {
 			t.Errorf("JWKS = %v, want ErrUnimplemented", err)
 		}
 	})
+}
+
+func TestClient_TokenPolicy(t *testing.T) {
+	t.Parallel()
+	expires := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	fv := &fakeVerifier{policy: func(context.Context) (*sidecarpb.TokenPolicy, error) {
+		return &sidecarpb.TokenPolicy{
+			Issuer: "https://talos.example", ClockSkew: durationpb.New(90 * time.Second),
+			RetiredIssuers: []*sidecarpb.RetiredIssuer{{Issuer: "https://old.example", ExpireTime: timestamppb.New(expires)}},
+		}, nil
+	}}
+	srv := newTestServer(t, fv, nil)
+	client, _ := newTestClient(t, srv.addr, upstream.Options{})
+	p, err := client.TokenPolicy(t.Context())
+	if err != nil {
+		t.Fatalf("TokenPolicy: %v", err)
+	}
+	if p.Issuer() != "https://talos.example" || p.ClockSkew() != 90*time.Second ||
+		!p.Accepts("https://old.example", expires.Add(-time.Second)) || p.Accepts("https://old.example", expires) {
+		t.Errorf("TokenPolicy = %q %v %v", p.Issuer(), p.ClockSkew(), p.Retired())
+	}
+}
+
+func TestClient_TokenPolicy_Errors(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		answer func(context.Context) (*sidecarpb.TokenPolicy, error)
+		want   error
+	}{
+		"no issuer": {func(context.Context) (*sidecarpb.TokenPolicy, error) {
+			return &sidecarpb.TokenPolicy{ClockSkew: durationpb.New(time.Minute)}, nil
+		}, credential.ErrUnavailable},
+		"skew out of bounds": {func(context.Context) (*sidecarpb.TokenPolicy, error) {
+			return &sidecarpb.TokenPolicy{Issuer: "https://talos.example", ClockSkew: durationpb.New(time.Hour)}, nil
+		}, credential.ErrUnavailable},
+		"an older control plane": {func(context.Context) (*sidecarpb.TokenPolicy, error) {
+			return nil, status.Error(codes.Unimplemented, "unknown method")
+		}, credential.ErrUnimplemented},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			srv := newTestServer(t, &fakeVerifier{policy: tc.answer}, nil)
+			client, _ := newTestClient(t, srv.addr, upstream.Options{})
+			if p, err := client.TokenPolicy(t.Context()); !errors.Is(err, tc.want) || p != nil {
+				t.Errorf("TokenPolicy = %v, %v; want %v", p, err, tc.want)
+			}
+		})
+	}
 }

@@ -9,6 +9,7 @@ import (
 	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
 	"github.com/talos-project/talos/pkg/apiconv"
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/token"
 )
 
 // maxBatch is the most credentials the control plane takes in one
@@ -119,4 +120,26 @@ func (c *Client) JWKS(ctx context.Context) ([]byte, error) {
 		return nil, errBadResponse
 	}
 	return b, nil
+}
+
+// TokenPolicy returns the control plane's token policy (the issuers and the
+// clock skew derived tokens are verified under), decoded and validated.
+// Errors are those of Verify; a response this sidecar cannot use (no issuer,
+// a skew out of bounds, …) is ErrUnavailable, and a control plane too old to
+// serve GetTokenPolicy answers ErrUnimplemented.
+func (c *Client) TokenPolicy(ctx context.Context) (*token.Policy, error) {
+	var resp *sidecarpb.TokenPolicy
+	err := c.call(ctx, "GetTokenPolicy", func(ctx context.Context) (err error) {
+		resp, err = c.verifier.GetTokenPolicy(ctx, &sidecarpb.GetTokenPolicyRequest{})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	p, err := apiconv.FromTokenPolicy(resp)
+	if err != nil {
+		c.log.Error("the control plane sent a token policy this sidecar cannot use", "error", err)
+		return nil, errBadResponse
+	}
+	return p, nil
 }

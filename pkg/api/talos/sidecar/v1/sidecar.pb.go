@@ -15,6 +15,7 @@ package sidecarv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -204,6 +205,161 @@ func (KeyState) EnumDescriptor() ([]byte, []int) {
 	return file_sidecar_proto_rawDescGZIP(), []int{2}
 }
 
+type GetTokenPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTokenPolicyRequest) Reset() {
+	*x = GetTokenPolicyRequest{}
+	mi := &file_sidecar_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTokenPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTokenPolicyRequest) ProtoMessage() {}
+
+func (x *GetTokenPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTokenPolicyRequest.ProtoReflect.Descriptor instead.
+func (*GetTokenPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_sidecar_proto_rawDescGZIP(), []int{0}
+}
+
+// TokenPolicy is the configuration's credentials.issuer,
+// credentials.issuer_retired and credentials.clock_skew.
+type TokenPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The current issuer: the iss of every token minted now. Required.
+	Issuer string `protobuf:"bytes,1,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	// Former issuers, still accepted each until its expire_time. Expired
+	// entries may be listed; receivers evaluate the expiry themselves.
+	RetiredIssuers []*RetiredIssuer `protobuf:"bytes,2,rep,name=retired_issuers,json=retiredIssuers,proto3" json:"retired_issuers,omitempty"`
+	// The leeway on exp, nbf and iat; at most 10 minutes.
+	ClockSkew     *durationpb.Duration `protobuf:"bytes,3,opt,name=clock_skew,json=clockSkew,proto3" json:"clock_skew,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenPolicy) Reset() {
+	*x = TokenPolicy{}
+	mi := &file_sidecar_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenPolicy) ProtoMessage() {}
+
+func (x *TokenPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenPolicy.ProtoReflect.Descriptor instead.
+func (*TokenPolicy) Descriptor() ([]byte, []int) {
+	return file_sidecar_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TokenPolicy) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *TokenPolicy) GetRetiredIssuers() []*RetiredIssuer {
+	if x != nil {
+		return x.RetiredIssuers
+	}
+	return nil
+}
+
+func (x *TokenPolicy) GetClockSkew() *durationpb.Duration {
+	if x != nil {
+		return x.ClockSkew
+	}
+	return nil
+}
+
+type RetiredIssuer struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Issuer string                 `protobuf:"bytes,1,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	// Unset: accepted forever. The bound is exclusive.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetiredIssuer) Reset() {
+	*x = RetiredIssuer{}
+	mi := &file_sidecar_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetiredIssuer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetiredIssuer) ProtoMessage() {}
+
+func (x *RetiredIssuer) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetiredIssuer.ProtoReflect.Descriptor instead.
+func (*RetiredIssuer) Descriptor() ([]byte, []int) {
+	return file_sidecar_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RetiredIssuer) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *RetiredIssuer) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 type VerifyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The tenant (network ID); empty means the default network.
@@ -217,7 +373,7 @@ type VerifyRequest struct {
 
 func (x *VerifyRequest) Reset() {
 	*x = VerifyRequest{}
-	mi := &file_sidecar_proto_msgTypes[0]
+	mi := &file_sidecar_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -229,7 +385,7 @@ func (x *VerifyRequest) String() string {
 func (*VerifyRequest) ProtoMessage() {}
 
 func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_proto_msgTypes[0]
+	mi := &file_sidecar_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -242,7 +398,7 @@ func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyRequest) Descriptor() ([]byte, []int) {
-	return file_sidecar_proto_rawDescGZIP(), []int{0}
+	return file_sidecar_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *VerifyRequest) GetTenant() string {
@@ -275,7 +431,7 @@ type BatchVerifyRequest struct {
 
 func (x *BatchVerifyRequest) Reset() {
 	*x = BatchVerifyRequest{}
-	mi := &file_sidecar_proto_msgTypes[1]
+	mi := &file_sidecar_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +443,7 @@ func (x *BatchVerifyRequest) String() string {
 func (*BatchVerifyRequest) ProtoMessage() {}
 
 func (x *BatchVerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_proto_msgTypes[1]
+	mi := &file_sidecar_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +456,7 @@ func (x *BatchVerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchVerifyRequest.ProtoReflect.Descriptor instead.
 func (*BatchVerifyRequest) Descriptor() ([]byte, []int) {
-	return file_sidecar_proto_rawDescGZIP(), []int{1}
+	return file_sidecar_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BatchVerifyRequest) GetRequests() []*VerifyRequest {
@@ -319,7 +475,7 @@ type BatchVerifyResponse struct {
 
 func (x *BatchVerifyResponse) Reset() {
 	*x = BatchVerifyResponse{}
-	mi := &file_sidecar_proto_msgTypes[2]
+	mi := &file_sidecar_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +487,7 @@ func (x *BatchVerifyResponse) String() string {
 func (*BatchVerifyResponse) ProtoMessage() {}
 
 func (x *BatchVerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_proto_msgTypes[2]
+	mi := &file_sidecar_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +500,7 @@ func (x *BatchVerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchVerifyResponse.ProtoReflect.Descriptor instead.
 func (*BatchVerifyResponse) Descriptor() ([]byte, []int) {
-	return file_sidecar_proto_rawDescGZIP(), []int{2}
+	return file_sidecar_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BatchVerifyResponse) GetResults() []*VerifyResponse {
@@ -365,7 +521,7 @@ type RatePolicy struct {
 
 func (x *RatePolicy) Reset() {
 	*x = RatePolicy{}
-	mi := &file_sidecar_proto_msgTypes[3]
+	mi := &file_sidecar_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +533,7 @@ func (x *RatePolicy) String() string {
 func (*RatePolicy) ProtoMessage() {}
 
 func (x *RatePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_proto_msgTypes[3]
+	mi := &file_sidecar_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +546,7 @@ func (x *RatePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RatePolicy.ProtoReflect.Descriptor instead.
 func (*RatePolicy) Descriptor() ([]byte, []int) {
-	return file_sidecar_proto_rawDescGZIP(), []int{3}
+	return file_sidecar_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RatePolicy) GetQuota() int64 {
@@ -447,7 +603,7 @@ type VerifyResponse struct {
 
 func (x *VerifyResponse) Reset() {
 	*x = VerifyResponse{}
-	mi := &file_sidecar_proto_msgTypes[4]
+	mi := &file_sidecar_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +615,7 @@ func (x *VerifyResponse) String() string {
 func (*VerifyResponse) ProtoMessage() {}
 
 func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_proto_msgTypes[4]
+	mi := &file_sidecar_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +628,7 @@ func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyResponse) Descriptor() ([]byte, []int) {
-	return file_sidecar_proto_rawDescGZIP(), []int{4}
+	return file_sidecar_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *VerifyResponse) GetOutcome() Outcome {
@@ -622,7 +778,7 @@ type Invalidation struct {
 
 func (x *Invalidation) Reset() {
 	*x = Invalidation{}
-	mi := &file_sidecar_proto_msgTypes[5]
+	mi := &file_sidecar_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +790,7 @@ func (x *Invalidation) String() string {
 func (*Invalidation) ProtoMessage() {}
 
 func (x *Invalidation) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_proto_msgTypes[5]
+	mi := &file_sidecar_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +803,7 @@ func (x *Invalidation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Invalidation.ProtoReflect.Descriptor instead.
 func (*Invalidation) Descriptor() ([]byte, []int) {
-	return file_sidecar_proto_rawDescGZIP(), []int{5}
+	return file_sidecar_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Invalidation) GetTenant() string {
@@ -696,7 +852,17 @@ var File_sidecar_proto protoreflect.FileDescriptor
 
 const file_sidecar_proto_rawDesc = "" +
 	"\n" +
-	"\rsidecar.proto\x12\x10talos.sidecar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n" +
+	"\rsidecar.proto\x12\x10talos.sidecar.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x17\n" +
+	"\x15GetTokenPolicyRequest\"\xa9\x01\n" +
+	"\vTokenPolicy\x12\x16\n" +
+	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12H\n" +
+	"\x0fretired_issuers\x18\x02 \x03(\v2\x1f.talos.sidecar.v1.RetiredIssuerR\x0eretiredIssuers\x128\n" +
+	"\n" +
+	"clock_skew\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\"d\n" +
+	"\rRetiredIssuer\x12\x16\n" +
+	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"v\n" +
 	"\rVerifyRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1e\n" +
 	"\n" +
@@ -767,10 +933,11 @@ const file_sidecar_proto_rawDesc = "" +
 	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10KEY_STATE_ACTIVE\x10\x01\x12\x15\n" +
 	"\x11KEY_STATE_REVOKED\x10\x02\x12\x15\n" +
-	"\x11KEY_STATE_EXPIRED\x10\x032\xb3\x01\n" +
+	"\x11KEY_STATE_EXPIRED\x10\x032\x8d\x02\n" +
 	"\bVerifier\x12K\n" +
 	"\x06Verify\x12\x1f.talos.sidecar.v1.VerifyRequest\x1a .talos.sidecar.v1.VerifyResponse\x12Z\n" +
-	"\vBatchVerify\x12$.talos.sidecar.v1.BatchVerifyRequest\x1a%.talos.sidecar.v1.BatchVerifyResponseBCZAgithub.com/talos-project/talos/pkg/api/talos/sidecar/v1;sidecarv1b\x06proto3"
+	"\vBatchVerify\x12$.talos.sidecar.v1.BatchVerifyRequest\x1a%.talos.sidecar.v1.BatchVerifyResponse\x12X\n" +
+	"\x0eGetTokenPolicy\x12'.talos.sidecar.v1.GetTokenPolicyRequest\x1a\x1d.talos.sidecar.v1.TokenPolicyBCZAgithub.com/talos-project/talos/pkg/api/talos/sidecar/v1;sidecarv1b\x06proto3"
 
 var (
 	file_sidecar_proto_rawDescOnce sync.Once
@@ -785,39 +952,48 @@ func file_sidecar_proto_rawDescGZIP() []byte {
 }
 
 var file_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_sidecar_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: talos.sidecar.v1.Outcome
 	(CredentialType)(0),           // 1: talos.sidecar.v1.CredentialType
 	(KeyState)(0),                 // 2: talos.sidecar.v1.KeyState
-	(*VerifyRequest)(nil),         // 3: talos.sidecar.v1.VerifyRequest
-	(*BatchVerifyRequest)(nil),    // 4: talos.sidecar.v1.BatchVerifyRequest
-	(*BatchVerifyResponse)(nil),   // 5: talos.sidecar.v1.BatchVerifyResponse
-	(*RatePolicy)(nil),            // 6: talos.sidecar.v1.RatePolicy
-	(*VerifyResponse)(nil),        // 7: talos.sidecar.v1.VerifyResponse
-	(*Invalidation)(nil),          // 8: talos.sidecar.v1.Invalidation
-	nil,                           // 9: talos.sidecar.v1.VerifyResponse.ConditionsEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*GetTokenPolicyRequest)(nil), // 3: talos.sidecar.v1.GetTokenPolicyRequest
+	(*TokenPolicy)(nil),           // 4: talos.sidecar.v1.TokenPolicy
+	(*RetiredIssuer)(nil),         // 5: talos.sidecar.v1.RetiredIssuer
+	(*VerifyRequest)(nil),         // 6: talos.sidecar.v1.VerifyRequest
+	(*BatchVerifyRequest)(nil),    // 7: talos.sidecar.v1.BatchVerifyRequest
+	(*BatchVerifyResponse)(nil),   // 8: talos.sidecar.v1.BatchVerifyResponse
+	(*RatePolicy)(nil),            // 9: talos.sidecar.v1.RatePolicy
+	(*VerifyResponse)(nil),        // 10: talos.sidecar.v1.VerifyResponse
+	(*Invalidation)(nil),          // 11: talos.sidecar.v1.Invalidation
+	nil,                           // 12: talos.sidecar.v1.VerifyResponse.ConditionsEntry
+	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_sidecar_proto_depIdxs = []int32{
-	3,  // 0: talos.sidecar.v1.BatchVerifyRequest.requests:type_name -> talos.sidecar.v1.VerifyRequest
-	7,  // 1: talos.sidecar.v1.BatchVerifyResponse.results:type_name -> talos.sidecar.v1.VerifyResponse
-	0,  // 2: talos.sidecar.v1.VerifyResponse.outcome:type_name -> talos.sidecar.v1.Outcome
-	1,  // 3: talos.sidecar.v1.VerifyResponse.type:type_name -> talos.sidecar.v1.CredentialType
-	2,  // 4: talos.sidecar.v1.VerifyResponse.state:type_name -> talos.sidecar.v1.KeyState
-	10, // 5: talos.sidecar.v1.VerifyResponse.expire_time:type_name -> google.protobuf.Timestamp
-	9,  // 6: talos.sidecar.v1.VerifyResponse.conditions:type_name -> talos.sidecar.v1.VerifyResponse.ConditionsEntry
-	6,  // 7: talos.sidecar.v1.VerifyResponse.rate_policy:type_name -> talos.sidecar.v1.RatePolicy
-	10, // 8: talos.sidecar.v1.Invalidation.time:type_name -> google.protobuf.Timestamp
-	3,  // 9: talos.sidecar.v1.Verifier.Verify:input_type -> talos.sidecar.v1.VerifyRequest
-	4,  // 10: talos.sidecar.v1.Verifier.BatchVerify:input_type -> talos.sidecar.v1.BatchVerifyRequest
-	7,  // 11: talos.sidecar.v1.Verifier.Verify:output_type -> talos.sidecar.v1.VerifyResponse
-	5,  // 12: talos.sidecar.v1.Verifier.BatchVerify:output_type -> talos.sidecar.v1.BatchVerifyResponse
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	5,  // 0: talos.sidecar.v1.TokenPolicy.retired_issuers:type_name -> talos.sidecar.v1.RetiredIssuer
+	13, // 1: talos.sidecar.v1.TokenPolicy.clock_skew:type_name -> google.protobuf.Duration
+	14, // 2: talos.sidecar.v1.RetiredIssuer.expire_time:type_name -> google.protobuf.Timestamp
+	6,  // 3: talos.sidecar.v1.BatchVerifyRequest.requests:type_name -> talos.sidecar.v1.VerifyRequest
+	10, // 4: talos.sidecar.v1.BatchVerifyResponse.results:type_name -> talos.sidecar.v1.VerifyResponse
+	0,  // 5: talos.sidecar.v1.VerifyResponse.outcome:type_name -> talos.sidecar.v1.Outcome
+	1,  // 6: talos.sidecar.v1.VerifyResponse.type:type_name -> talos.sidecar.v1.CredentialType
+	2,  // 7: talos.sidecar.v1.VerifyResponse.state:type_name -> talos.sidecar.v1.KeyState
+	14, // 8: talos.sidecar.v1.VerifyResponse.expire_time:type_name -> google.protobuf.Timestamp
+	12, // 9: talos.sidecar.v1.VerifyResponse.conditions:type_name -> talos.sidecar.v1.VerifyResponse.ConditionsEntry
+	9,  // 10: talos.sidecar.v1.VerifyResponse.rate_policy:type_name -> talos.sidecar.v1.RatePolicy
+	14, // 11: talos.sidecar.v1.Invalidation.time:type_name -> google.protobuf.Timestamp
+	6,  // 12: talos.sidecar.v1.Verifier.Verify:input_type -> talos.sidecar.v1.VerifyRequest
+	7,  // 13: talos.sidecar.v1.Verifier.BatchVerify:input_type -> talos.sidecar.v1.BatchVerifyRequest
+	3,  // 14: talos.sidecar.v1.Verifier.GetTokenPolicy:input_type -> talos.sidecar.v1.GetTokenPolicyRequest
+	10, // 15: talos.sidecar.v1.Verifier.Verify:output_type -> talos.sidecar.v1.VerifyResponse
+	8,  // 16: talos.sidecar.v1.Verifier.BatchVerify:output_type -> talos.sidecar.v1.BatchVerifyResponse
+	4,  // 17: talos.sidecar.v1.Verifier.GetTokenPolicy:output_type -> talos.sidecar.v1.TokenPolicy
+	15, // [15:18] is the sub-list for method output_type
+	12, // [12:15] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_sidecar_proto_init() }
@@ -831,7 +1007,7 @@ func file_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sidecar_proto_rawDesc), len(file_sidecar_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,8 +25,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Verifier_Verify_FullMethodName      = "/talos.sidecar.v1.Verifier/Verify"
-	Verifier_BatchVerify_FullMethodName = "/talos.sidecar.v1.Verifier/BatchVerify"
+	Verifier_Verify_FullMethodName         = "/talos.sidecar.v1.Verifier/Verify"
+	Verifier_BatchVerify_FullMethodName    = "/talos.sidecar.v1.Verifier/BatchVerify"
+	Verifier_GetTokenPolicy_FullMethodName = "/talos.sidecar.v1.Verifier/GetTokenPolicy"
 )
 
 // VerifierClient is the client API for Verifier service.
@@ -43,6 +44,12 @@ type VerifierClient interface {
 	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
 	// BatchVerify answers up to 1000 credentials of one tenant, in order.
 	BatchVerify(ctx context.Context, in *BatchVerifyRequest, opts ...grpc.CallOption) (*BatchVerifyResponse, error)
+	// GetTokenPolicy returns what the control plane accepts in a derived token
+	// beyond its signature: the issuers and the clock skew. A sidecar verifies
+	// derived JWTs locally (against the JWKS) only under this policy, evaluated
+	// at the instant of each request, so that it accepts exactly what the
+	// control plane accepts; until it has one it sends them upstream.
+	GetTokenPolicy(ctx context.Context, in *GetTokenPolicyRequest, opts ...grpc.CallOption) (*TokenPolicy, error)
 }
 
 type verifierClient struct {
@@ -73,6 +80,16 @@ func (c *verifierClient) BatchVerify(ctx context.Context, in *BatchVerifyRequest
 	return out, nil
 }
 
+func (c *verifierClient) GetTokenPolicy(ctx context.Context, in *GetTokenPolicyRequest, opts ...grpc.CallOption) (*TokenPolicy, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TokenPolicy)
+	err := c.cc.Invoke(ctx, Verifier_GetTokenPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VerifierServer is the server API for Verifier service.
 // All implementations must embed UnimplementedVerifierServer
 // for forward compatibility.
@@ -87,6 +104,12 @@ type VerifierServer interface {
 	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
 	// BatchVerify answers up to 1000 credentials of one tenant, in order.
 	BatchVerify(context.Context, *BatchVerifyRequest) (*BatchVerifyResponse, error)
+	// GetTokenPolicy returns what the control plane accepts in a derived token
+	// beyond its signature: the issuers and the clock skew. A sidecar verifies
+	// derived JWTs locally (against the JWKS) only under this policy, evaluated
+	// at the instant of each request, so that it accepts exactly what the
+	// control plane accepts; until it has one it sends them upstream.
+	GetTokenPolicy(context.Context, *GetTokenPolicyRequest) (*TokenPolicy, error)
 	mustEmbedUnimplementedVerifierServer()
 }
 
@@ -102,6 +125,9 @@ func (UnimplementedVerifierServer) Verify(context.Context, *VerifyRequest) (*Ver
 }
 func (UnimplementedVerifierServer) BatchVerify(context.Context, *BatchVerifyRequest) (*BatchVerifyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BatchVerify not implemented")
+}
+func (UnimplementedVerifierServer) GetTokenPolicy(context.Context, *GetTokenPolicyRequest) (*TokenPolicy, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTokenPolicy not implemented")
 }
 func (UnimplementedVerifierServer) mustEmbedUnimplementedVerifierServer() {}
 func (UnimplementedVerifierServer) testEmbeddedByValue()                  {}
@@ -160,6 +186,24 @@ func _Verifier_BatchVerify_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Verifier_GetTokenPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTokenPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VerifierServer).GetTokenPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Verifier_GetTokenPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VerifierServer).GetTokenPolicy(ctx, req.(*GetTokenPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Verifier_ServiceDesc is the grpc.ServiceDesc for Verifier service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -174,6 +218,10 @@ var Verifier_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BatchVerify",
 			Handler:    _Verifier_BatchVerify_Handler,
+		},
+		{
+			MethodName: "GetTokenPolicy",
+			Handler:    _Verifier_GetTokenPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
