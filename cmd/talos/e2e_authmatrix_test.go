@@ -153,6 +153,10 @@ var matrixSurfaces = []matrixSurface{
 		}
 		return err
 	}, codes.OK)},
+	{"sidecar protocol: Verifier token policy", kindSidecar, grpcProbe(func(ctx context.Context, e *matrixEnv) error {
+		_, err := sidecarpb.NewVerifierClient(e.conn).GetTokenPolicy(ctx, &sidecarpb.GetTokenPolicyRequest{})
+		return err
+	}, codes.OK)},
 	{"sidecar protocol: xDS delta", kindSidecar, grpcProbe(func(ctx context.Context, e *matrixEnv) error {
 		s, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(e.conn).DeltaAggregatedResources(ctx)
 		if err != nil {

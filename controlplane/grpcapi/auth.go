@@ -78,6 +78,8 @@ var surfaces = map[string]Surface{
 
 	sidecarpb.Verifier_Verify_FullMethodName:      SurfaceSidecar,
 	sidecarpb.Verifier_BatchVerify_FullMethodName: SurfaceSidecar,
+	// Public facts (like the JWKS), but only sidecars need them.
+	sidecarpb.Verifier_GetTokenPolicy_FullMethodName: SurfaceSidecar,
 	// The xDS stream names the keys that change, and serves Envoy's
 	// listeners and clusters.
 	discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResources_FullMethodName:  SurfaceSidecar,
