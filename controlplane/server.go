@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,7 +22,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/talos-project/talos/controlplane/grpcapi"
@@ -38,10 +38,9 @@ type Config struct {
 	HTTPAddr    string // API (HTTP/JSON), default port 4420
 	GRPCAddr    string // API (gRPC), default port 4421
 	MetricsAddr string // metrics + health, default port 4422
-	HTTP        httpapi.Options
-	// SidecarTokens authorize the sidecar protocol (Verifier, xDS) but not
-	// the admin API; admin tokens authorize both.
-	SidecarTokens httpapi.AdminTokens
+	// HTTP configures the HTTP API; its Auth (admin and sidecar tokens) is
+	// the rule of the gRPC listener too.
+	HTTP httpapi.Options
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration
 	// Limits bound connections and gRPC streams (serve.limits); gRPC
@@ -130,9 +129,13 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	}
 	s.metrics = serve.HTTPServer(mmux, s.metricLn, serve.HTTPTimeouts{Read: 5 * time.Second, Idle: 30 * time.Second, MaxHeaderBytes: 16 << 10})
 
+	auth := cfg.HTTP.Auth
 	s.grpcSrv = grpc.NewServer(append(serve.GRPCOptions(cfg.Limits),
-		grpc.ChainUnaryInterceptor(recoverUnary(log), adminAuthUnary(cfg.HTTP.AdminTokens, cfg.SidecarTokens)),
-		grpc.ChainStreamInterceptor(recoverStream(log), adminAuthStream(cfg.HTTP.AdminTokens, cfg.SidecarTokens)),
+		// The tap checks the token before a stream's first message is read;
+		// the interceptors check again (defence in depth).
+		grpc.InTapHandle(auth.TapHandle()),
+		grpc.ChainUnaryInterceptor(recoverUnary(log), auth.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(recoverStream(log), auth.StreamInterceptor()),
 	)...)
 	mode := cfg.HTTP.Mode
 	if mode == httpapi.ModeAll || mode == httpapi.ModeAdmin {
@@ -149,6 +152,11 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	s.runners = deps.Runners
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
+	if missing := grpcapi.Unlisted(s.grpcSrv.GetServiceInfo()); len(missing) > 0 {
+		closeAll()
+		slices.Sort(missing)
+		return nil, fmt.Errorf("gRPC methods missing from the auth table (grpcapi): %s", strings.Join(missing, ", "))
+	}
 	return s, nil
 }
 
@@ -173,49 +181,6 @@ func (s *Server) Run(ctx context.Context) error {
 		Logger:          s.log,
 		ShutdownMessage: "shutting down",
 	})
-}
-
-// adminAuthUnary requires a configured bearer token (metadata
-// "authorization: Bearer …"): an admin token on the admin service, an admin or
-// sidecar token on the sidecar protocol.
-func adminAuthUnary(admin, sidecar httpapi.AdminTokens) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if err := authorize(ctx, info.FullMethod, admin, sidecar); err != nil {
-			return nil, err
-		}
-		return handler(ctx, req)
-	}
-}
-
-// adminAuthStream is adminAuthUnary for the xDS streams, which reveal which
-// keys change.
-func adminAuthStream(admin, sidecar httpapi.AdminTokens) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if err := authorize(ss.Context(), info.FullMethod, admin, sidecar); err != nil {
-			return err
-		}
-		return handler(srv, ss)
-	}
-}
-
-var errNeedToken = status.Error(codes.Unauthenticated, "a valid bearer token is required")
-
-func authorize(ctx context.Context, method string, admin, sidecar httpapi.AdminTokens) error {
-	var auth string
-	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get("authorization")) > 0 {
-		auth = md.Get("authorization")[0]
-	}
-	switch {
-	case strings.HasPrefix(method, "/talos.v2alpha1.ApiKeys/"):
-		if admin.Enabled() && !admin.Allow(auth) {
-			return errNeedToken
-		}
-	case strings.HasPrefix(method, "/talos.sidecar.v1.Verifier/"), strings.HasPrefix(method, "/envoy.service.discovery.v3."):
-		if (admin.Enabled() || sidecar.Enabled()) && !admin.Allow(auth) && !sidecar.Allow(auth) {
-			return errNeedToken
-		}
-	}
-	return nil
 }
 
 func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {

@@ -220,6 +220,7 @@ func TestE2E_AdminBearerTokens(t *testing.T) {
 	}
 	req, _ := http.NewRequestWithContext(t.Context(), "POST", srv.http+"/v2alpha1/admin/issuedApiKeys", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	if err != nil {
 		t.Fatal(err)

@@ -44,8 +44,8 @@ func TestE2E_SidecarTokens(t *testing.T) {
 	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+side), 10*time.Second)
 	defer cancel()
 	_, err = pb.NewApiKeysClient(conn).AdminListIssuedApiKeys(ctx, &pb.ListIssuedApiKeysRequest{})
-	if status.Code(err) != codes.Unauthenticated {
-		t.Fatalf("admin gRPC with the sidecar token: %v, want Unauthenticated", err)
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("admin gRPC with the sidecar token: %v, want PermissionDenied", err)
 	}
 	hreq, _ := http.NewRequest("GET", srv.http+"/v2alpha1/admin/issuedApiKeys", nil)
 	hreq.Header.Set("Authorization", "Bearer "+side)
@@ -54,8 +54,8 @@ func TestE2E_SidecarTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("admin HTTP with the sidecar token = %d, want 401", resp.StatusCode)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("admin HTTP with the sidecar token = %d, want 403", resp.StatusCode)
 	}
 
 	// A sidecar without a token is refused: it fails closed.

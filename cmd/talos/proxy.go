@@ -50,6 +50,7 @@ func newProxyCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer closeProxy()
+			warnExposed(log, proxyListeners(cfg.Proxy.ExtAuthz.Addr(), cfg.Proxy.HTTP.Addr(), cfg.Proxy.Metrics.Addr()))
 			return srv.Run(cmd.Context())
 		},
 	}

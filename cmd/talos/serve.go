@@ -214,13 +214,21 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 	api := grpcapi.New(grpcapi.Deps{Keys: p.keys, Logger: log, Metrics: telemetry.NewVerifyMetrics(registry)})
 	// Unknown sources were already reported as configuration warnings.
 	src, _ := httpapi.ParseClientIPSource(cfg.Serve.HTTP.ClientIPSource)
-	var tokens []string
+	var tokens, sidecarTokens []string
 	for _, t := range cfg.Serve.Admin.Auth.BearerTokens {
 		tokens = append(tokens, t.Value())
 	}
-	adminTokens := httpapi.NewAdminTokens(tokens)
-	if !adminTokens.Enabled() && mode != httpapi.ModePublic {
-		log.Warn("the admin API has no authentication: keep it on a private network or set serve.admin.auth.bearer_tokens")
+	for _, t := range cfg.Serve.Admin.Auth.SidecarTokens {
+		sidecarTokens = append(sidecarTokens, t.Value())
+	}
+	auth := grpcapi.Auth{Admin: grpcapi.NewTokens(tokens), Sidecar: grpcapi.NewTokens(sidecarTokens)}
+	if mode != httpapi.ModePublic {
+		switch {
+		case !auth.Admin.Configured() && auth.Sidecar.Configured():
+			log.Warn("ADMIN API OPEN: serve.admin.auth.sidecar_tokens is set but serve.admin.auth.bearer_tokens is not, so the sidecar protocol needs a token while the admin API (issue, import, revoke, verify) answers every caller: set bearer_tokens")
+		case !auth.Admin.Configured():
+			log.Warn("the admin API has no authentication: keep it on a private network or set serve.admin.auth.bearer_tokens")
+		}
 	}
 	var (
 		grpcServices []func(*grpc.Server)
@@ -264,28 +272,31 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		grpcServices = append(grpcServices, xs.Register)
 		runners = append(runners, xs.Run, tl.Run)
 	}
-	var sidecarTokens []string
-	for _, t := range cfg.Serve.Admin.Auth.SidecarTokens {
-		sidecarTokens = append(sidecarTokens, t.Value())
-	}
+	httpAddr := hostPort(cfg.Serve.HTTP.Host, cfg.Serve.HTTP.Port)
+	grpcAddr := hostPort(cfg.Serve.GRPC.Host, cfg.Serve.GRPC.Port)
+	metricsAddr := hostPort(cfg.Serve.Metrics.Host, cfg.Serve.Metrics.Port)
 	srv, err := controlplane.New(ctx, controlplane.Config{
-		SidecarTokens: httpapi.NewAdminTokens(sidecarTokens),
-		HTTPAddr:      hostPort(cfg.Serve.HTTP.Host, cfg.Serve.HTTP.Port),
-		GRPCAddr:      hostPort(cfg.Serve.GRPC.Host, cfg.Serve.GRPC.Port),
-		MetricsAddr:   hostPort(cfg.Serve.Metrics.Host, cfg.Serve.Metrics.Port),
-		Limits:        listenlimits.Limits{MaxConnections: cfg.Serve.Limits.MaxConnections, MaxConcurrentStreams: uint32(cfg.Serve.Limits.MaxConcurrentStreams)},
+		HTTPAddr:    httpAddr,
+		GRPCAddr:    grpcAddr,
+		MetricsAddr: metricsAddr,
+		Limits:      listenlimits.Limits{MaxConnections: cfg.Serve.Limits.MaxConnections, MaxConcurrentStreams: uint32(cfg.Serve.Limits.MaxConcurrentStreams)},
 		HTTP: httpapi.Options{
 			Mode:                 mode,
 			MaxBodyBytes:         cfg.Serve.HTTP.MaxBodyBytes,
 			ClientIPSource:       src,
 			ExcludeHealthFromLog: cfg.Serve.HTTP.RequestLog.ExcludeHealthEndpoints,
-			AdminTokens:          adminTokens,
+			Auth:                 auth,
+			AllowedHosts:         cfg.Serve.HTTP.AllowedHosts,
+			BindHost:             cfg.Serve.HTTP.Host,
 		},
 	}, controlplane.Deps{Keys: p.keys, API: api, Logger: log, Registry: registry, GRPC: grpcServices, Runners: runners})
 	if err != nil {
 		return err
 	}
+	listeners := controlPlaneListeners(httpAddr, grpcAddr, metricsAddr, mode != httpapi.ModePublic,
+		auth.Admin.Configured(), auth.Admin.Configured() || auth.Sidecar.Configured())
 	if !withProxy {
+		warnExposed(log, listeners)
 		return srv.Run(ctx)
 	}
 	pc := cfg.Proxy
@@ -308,6 +319,7 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		return err
 	}
 	defer closeProxy()
+	warnExposed(log, append(listeners, proxyListeners(pc.ExtAuthz.Addr(), pc.HTTP.Addr(), pc.Metrics.Addr())...))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return px.Run(gctx) })

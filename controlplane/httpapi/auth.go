@@ -1,64 +1,189 @@
 package httpapi
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
+	"context"
+	"errors"
+	"mime"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/talos-project/talos/controlplane/grpcapi"
 )
 
-// AdminTokens checks the static bearer tokens that protect the admin surface
-// (serve.admin.auth.bearer_tokens). The zero value (no tokens) lets every
-// caller through, like Ory Talos, whose admin API has no authentication.
-// Tokens are compared as SHA-256 digests with crypto/subtle, so neither their
-// content nor their length leaks through timing. Safe for concurrent use.
-type AdminTokens struct{ digests [][32]byte }
+// requestInfo travels in the request context from the outermost middleware
+// down to the gateway and back: the route the request resolved to (for the
+// log, which never carries the raw path) and its Host (for hostPolicy).
+type requestInfo struct {
+	route string
+	host  string
+	// pattern is the gateway route matched, when the request never got to
+	// a service call (which records its template in route); rendered only
+	// for the log.
+	pattern    runtime.Pattern
+	hasPattern bool
+}
 
-// NewAdminTokens returns a checker for tokens; empty strings are ignored.
-func NewAdminTokens(tokens []string) AdminTokens {
-	var a AdminTokens
-	for _, t := range tokens {
-		if t != "" {
-			a.digests = append(a.digests, sha256.Sum256([]byte(t)))
+type requestInfoKey struct{}
+
+func withRequestInfo(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := &requestInfo{host: r.Host}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info)))
+	})
+}
+
+func infoFrom(ctx context.Context) *requestInfo {
+	info, _ := ctx.Value(requestInfoKey{}).(*requestInfo)
+	return info
+}
+
+// setRoute records the route pattern of a matched request, once.
+func setRoute(ctx context.Context, route string) {
+	if info := infoFrom(ctx); info != nil && info.route == "" {
+		info.route = route
+	}
+}
+
+// routeOf is what the log shows of a request's path: its route pattern, or
+// "unmatched". The raw path may carry a credential pasted in the wrong place.
+func routeOf(ctx context.Context) string {
+	info := infoFrom(ctx)
+	switch {
+	case info == nil:
+	case info.route != "":
+		return info.route
+	case info.hasPattern:
+		return info.pattern.String()
+	}
+	return "unmatched"
+}
+
+// gatewayRoute is the gateway middleware that remembers the route matched.
+func gatewayRoute(next runtime.HandlerFunc) runtime.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
+		if info := infoFrom(r.Context()); info != nil {
+			info.pattern, info.hasPattern = runtime.HTTPPattern(r.Context())
+		}
+		next(w, r, params)
+	}
+}
+
+// errMisdirected refuses an admin call whose Host is not one of ours while
+// the admin API is unauthenticated (a DNS-rebinding page): 421.
+var errMisdirected = errors.New("host not allowed")
+
+// hostPolicy is the set of Host names the admin surface answers while no
+// admin token is configured: loopback names and addresses, the bound host
+// when it is specific, and serve.http.allowed_hosts. Ports are ignored.
+type hostPolicy struct {
+	names map[string]bool
+}
+
+func newHostPolicy(allowed []string, bindHost string) hostPolicy {
+	p := hostPolicy{names: map[string]bool{"localhost": true}}
+	add := func(h string) {
+		n := normalizeHost(h)
+		if a, err := netip.ParseAddr(n); err == nil {
+			if a.IsUnspecified() {
+				return
+			}
+			n = a.Unmap().String()
+		}
+		if n != "" {
+			p.names[n] = true
 		}
 	}
-	return a
+	for _, h := range allowed {
+		add(h)
+	}
+	add(bindHost) // unless unspecified (0.0.0.0, ::)
+	return p
 }
 
-// Enabled reports whether any token is configured.
-func (a AdminTokens) Enabled() bool { return len(a.digests) > 0 }
-
-// Allow reports whether the Authorization header value carries a configured
-// bearer token. Every configured token is compared, with no early exit.
-func (a AdminTokens) Allow(authorization string) bool {
-	if !a.Enabled() {
-		return true
+// normalizeHost lowercases a Host value and strips its port, the brackets of
+// an IPv6 literal and a trailing dot. "" when nothing is left.
+func normalizeHost(h string) string {
+	h = strings.ToLower(strings.TrimSpace(h))
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
 	}
-	scheme, token, ok := strings.Cut(authorization, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	return strings.TrimSuffix(h, ".")
+}
+
+func (p hostPolicy) allows(host string) bool {
+	n := normalizeHost(host)
+	if n == "" {
 		return false
 	}
-	d := sha256.Sum256([]byte(token))
-	match := 0
-	for i := range a.digests {
-		match |= subtle.ConstantTimeCompare(d[:], a.digests[i][:])
+	if a, err := netip.ParseAddr(n); err == nil {
+		if a.Unmap().IsLoopback() {
+			return true
+		}
+		n = a.Unmap().String()
 	}
-	return match == 1
+	return p.names[n]
 }
 
-// adminAuth rejects unauthenticated calls to /v2alpha1/admin/ paths with 401.
-func adminAuth(tokens AdminTokens, next http.Handler) http.Handler {
-	if !tokens.Enabled() {
-		return next
+// authorize returns the interceptor every gateway call runs through: the one
+// auth rule (grpcapi.Auth, keyed by the RPC full method name the route
+// resolved to), then, while the admin API is unauthenticated, the Host check
+// of the admin surface.
+func authorize(auth grpcapi.Auth, hosts hostPolicy) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if tmpl, ok := runtime.HTTPPathPattern(ctx); ok {
+			setRoute(ctx, tmpl)
+		}
+		md, _ := metadata.FromIncomingContext(ctx)
+		var authz string
+		if v := md.Get("authorization"); len(v) > 0 {
+			authz = v[0]
+		}
+		if err := auth.Check(info.FullMethod, authz); err != nil {
+			return nil, err
+		}
+		if grpcapi.SurfaceOf(info.FullMethod) == grpcapi.SurfaceAdmin && !auth.Admin.Configured() {
+			ri := infoFrom(ctx)
+			if ri == nil || !hosts.allows(ri.host) {
+				return nil, errMisdirected
+			}
+		}
+		return handler(ctx, req)
 	}
+}
+
+// requireJSON answers 415 to a request that carries a body, or whose method
+// normally does (POST, PUT, PATCH), unless its Content-Type is
+// application/json (parameters allowed; a charset must be UTF-8). Browsers
+// send text/plain and form bodies cross-site without a preflight; JSON they
+// do not. application/*+json is refused too: the API speaks plain JSON only.
+// It runs after bodyLimit, which sets ContentLength to the body read.
+func requireJSON(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v2alpha1/admin/") && !tokens.Allow(r.Header.Get("Authorization")) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="talos-admin"`)
-			writeError(w, http.StatusUnauthorized, codes.Unauthenticated, "UNAUTHORIZED", "a valid admin bearer token is required", nil)
-			return
+		switch {
+		case r.ContentLength != 0, r.Method == http.MethodPost, r.Method == http.MethodPut, r.Method == http.MethodPatch:
+			if !isJSON(r.Header.Get("Content-Type")) {
+				writeError(w, http.StatusUnsupportedMediaType, codes.InvalidArgument, "UNSUPPORTED_MEDIA_TYPE",
+					"Content-Type must be application/json", nil)
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func isJSON(contentType string) bool {
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil || mt != "application/json" {
+		return false
+	}
+	cs, ok := params["charset"]
+	return !ok || strings.EqualFold(cs, "utf-8")
 }

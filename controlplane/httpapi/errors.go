@@ -3,10 +3,15 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"maps"
 	"math"
 	"net/http"
+	"regexp"
 	"strconv"
+	"strings"
 
+	"github.com/google/uuid"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -62,24 +67,91 @@ func defaultReason(c codes.Code) string {
 }
 
 // gatewayError is the grpc-gateway error handler: every error the in-process
-// services return, and every decoding error of the gateway itself.
+// services return, and every decoding error of the gateway itself. No answer
+// carries the request's input (it may be a credential sent in the wrong
+// field or pasted into the path): decoding errors get a fixed message,
+// quoted fragments are cut from validation messages, and a key_id is echoed
+// only when it has the shape of a key ID.
 func gatewayError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, _ *http.Request, err error) {
+	if errors.Is(err, errMisdirected) {
+		writeError(w, http.StatusMisdirectedRequest, codes.PermissionDenied, "HOST_NOT_ALLOWED",
+			"this Host is not served while the admin API is unauthenticated; see serve.http.allowed_hosts", nil)
+		return
+	}
+	var hse *runtime.HTTPStatusError
+	if errors.As(err, &hse) {
+		code := codes.InvalidArgument
+		if hse.HTTPStatus >= 500 {
+			code = codes.Internal
+		}
+		writeError(w, hse.HTTPStatus, code, defaultReason(code), http.StatusText(hse.HTTPStatus), nil)
+		return
+	}
 	st := status.Convert(err)
-	reason, md := defaultReason(st.Code()), map[string]string(nil)
+	reason, md, hasInfo := defaultReason(st.Code()), map[string]string(nil), false
 	for _, d := range st.Details() {
 		switch d := d.(type) {
 		case *errdetails.ErrorInfo:
-			reason, md = d.GetReason(), d.GetMetadata()
+			reason, md, hasInfo = d.GetReason(), d.GetMetadata(), true
 		case *errdetails.RetryInfo:
 			// Whole seconds, rounded up (RFC 9110 delay-seconds).
 			w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(d.GetRetryDelay().AsDuration().Seconds())), 10))
 		}
 	}
 	msg := st.Message()
-	if st.Code() == codes.InvalidArgument && reason == "BAD_REQUEST" && len(st.Details()) == 0 {
-		msg = "invalid request: " + msg
+	if st.Code() == codes.InvalidArgument {
+		if hasInfo {
+			msg = quoted.ReplaceAllString(msg, `"…"`)
+		} else {
+			msg = decodeMessage(msg)
+		}
+	}
+	if id, ok := md["key_id"]; ok && !isKeyID(id) {
+		md = maps.Clone(md)
+		delete(md, "key_id")
+	}
+	if st.Code() == codes.Unauthenticated && reason == "UNAUTHORIZED" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="talos"`)
 	}
 	writeError(w, errcode.HTTPFromGRPC(st.Code()), st.Code(), reason, msg, md)
+}
+
+// quoted matches a Go-quoted string (%q), the way validation messages show
+// input.
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+
+// decodeMessage is the public message of a gateway decoding error (no
+// ErrorInfo): a fixed text by kind, never the decoder's message, which quotes
+// the input.
+func decodeMessage(msg string) string {
+	switch {
+	case strings.Contains(msg, "unknown field"):
+		return "invalid request: the body has an unknown field"
+	case strings.Contains(msg, "invalid UTF-8"):
+		return "invalid request: the body is not valid UTF-8"
+	case strings.Contains(msg, "parsing field"), strings.Contains(msg, "type mismatch"), strings.Contains(msg, "missing parameter"):
+		return "invalid request: a path or query parameter is invalid"
+	case strings.Contains(msg, "grpc-timeout"), strings.Contains(msg, "binary header"):
+		return "invalid request: a header is invalid"
+	}
+	return "invalid request: the body is not valid JSON for this method"
+}
+
+// isKeyID reports whether s has the shape of a key ID: a UUID (issued keys)
+// or 64 lowercase hex digits (imported keys).
+func isKeyID(s string) bool {
+	if _, err := uuid.Parse(s); err == nil && len(s) == 36 {
+		return true
+	}
+	if len(s) != 64 {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // routingError answers unknown paths (404) and wrong methods (405).

@@ -31,8 +31,15 @@ type Options struct {
 	ClientIPSource ClientIPSource
 	// ExcludeHealthFromLog keeps health probes out of the request log.
 	ExcludeHealthFromLog bool
-	// AdminTokens protect the admin surface; none means unauthenticated.
-	AdminTokens AdminTokens
+	// Auth decides who may call which method: the same rule, keyed by the
+	// same RPC full method names, as on the gRPC listener.
+	Auth grpcapi.Auth
+	// AllowedHosts (serve.http.allowed_hosts) are the Host names, besides
+	// loopback ones and a specific BindHost, that the admin surface answers
+	// while no admin token is configured.
+	AllowedHosts []string
+	// BindHost is serve.http.host.
+	BindHost string
 }
 
 // Deps are the collaborators of the handler.
@@ -83,21 +90,34 @@ func New(ctx context.Context, opts Options, deps Deps) (http.Handler, error) {
 			return nil
 		}),
 		// Only our own headers reach the services; nothing from the client
-		// is forwarded as gRPC metadata.
+		// is forwarded as gRPC metadata (but Authorization, which the
+		// gateway always passes on, for the auth rule).
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		// No form-encoded POST is turned into a GET or another method
+		// (requireJSON refuses such bodies first anyway).
+		runtime.WithDisablePathLengthFallback(),
+		runtime.WithDisableHTTPMethodOverride(),
+		// The log shows the route pattern, never the raw path.
+		runtime.WithMiddlewares(gatewayRoute),
 	)
+	// The gateway calls the services through the same kind of interceptor as
+	// the gRPC listener, by RPC full method name.
+	conn := newInProcess(authorize(opts.Auth, newHostPolicy(opts.AllowedHosts, opts.BindHost)))
 	if opts.Mode == ModeAll || opts.Mode == ModeAdmin {
-		if err := pb.RegisterApiKeysHandlerServer(ctx, gw, deps.API); err != nil {
+		conn.register(&pb.ApiKeys_ServiceDesc, deps.API)
+		if err := pb.RegisterApiKeysHandlerClient(ctx, gw, pb.NewApiKeysClient(conn)); err != nil {
 			return nil, fmt.Errorf("register admin API: %w", err)
 		}
 	}
 	if opts.Mode == ModeAll || opts.Mode == ModePublic {
-		if err := pb.RegisterSelfServiceHandlerServer(ctx, gw, deps.API); err != nil {
+		conn.register(&pb.SelfService_ServiceDesc, deps.API)
+		if err := pb.RegisterSelfServiceHandlerClient(ctx, gw, pb.NewSelfServiceClient(conn)); err != nil {
 			return nil, fmt.Errorf("register self-service API: %w", err)
 		}
 	}
-	if err := pb.RegisterDerivedKeysHandlerServer(ctx, gw, deps.API); err != nil {
+	conn.register(&pb.DerivedKeys_ServiceDesc, deps.API)
+	if err := pb.RegisterDerivedKeysHandlerClient(ctx, gw, pb.NewDerivedKeysClient(conn)); err != nil {
 		return nil, fmt.Errorf("register JWKS: %w", err)
 	}
 
@@ -116,14 +136,22 @@ func New(ctx context.Context, opts Options, deps Deps) (http.Handler, error) {
 		_, _ = w.Write(b)
 	})
 
-	var h http.Handler = mux
-	h = adminAuth(opts.AdminTokens, h)
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(w, r)
+		// ServeMux sets the pattern it matched on r; "/" is the gateway,
+		// which records its own route.
+		if r.Pattern != "" && r.Pattern != "/" {
+			setRoute(r.Context(), r.Pattern)
+		}
+	})
 	h = clientIPMiddleware(opts.ClientIPSource, h)
+	h = requireJSON(h)
 	h = bodyLimit(opts.MaxBodyBytes, h)
 	h = securityHeaders(h)
 	h = requestLog(log, opts.ExcludeHealthFromLog, h)
 	h = requestID(h)
 	h = recoverPanics(log, h)
+	h = withRequestInfo(h)
 	return h, nil
 }
 

@@ -188,8 +188,9 @@ func (s *statusWriter) Write(p []byte) (int, error) {
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// requestLog logs one line per request: method, path, status, size, duration
-// and request ID. Never bodies or headers, which may carry credentials.
+// requestLog logs one line per request: method, route pattern, status, size,
+// duration and request ID. Never the raw path (a credential pasted into a
+// URL would land in the log), bodies or headers.
 func requestLog(log *slog.Logger, excludeHealth bool, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -203,7 +204,7 @@ func requestLog(log *slog.Logger, excludeHealth bool, next http.Handler) http.Ha
 		}
 		log.LogAttrs(r.Context(), slog.LevelInfo, "HTTP request completed",
 			slog.String("http_request.method", r.Method),
-			slog.String("http_request.path", r.URL.Path),
+			slog.String("http_request.route", routeOf(r.Context())),
 			slog.Int("status", sw.status),
 			slog.Int("bytes", sw.bytes),
 			slog.Duration("duration", time.Since(start)),
@@ -219,7 +220,7 @@ func recoverPanics(log *slog.Logger, next http.Handler) http.Handler {
 				if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 					panic(v)
 				}
-				log.Error("panic serving request", slog.String("http_request.path", r.URL.Path), slog.Any("panic", v))
+				log.Error("panic serving request", slog.String("http_request.route", routeOf(r.Context())), slog.Any("panic", v))
 				writeError(w, http.StatusInternalServerError, codes.Internal, "INTERNAL_SERVER_ERROR", "An internal error occurred.", nil)
 			}
 		}()

@@ -79,6 +79,11 @@ type HTTP struct {
 	ClientIPSource     string     `koanf:"client_ip_source"`
 	TrustForwardedHost bool       `koanf:"trust_forwarded_host"`
 	RequestLog         RequestLog `koanf:"request_log"`
+	// AllowedHosts are the Host header names (ports ignored), besides
+	// loopback names and addresses and a specific serve.http.host, that the
+	// admin API answers while it has no bearer tokens; other Hosts get 421,
+	// so that a DNS-rebinding web page cannot drive it (Talos addition).
+	AllowedHosts []string `koanf:"allowed_hosts"`
 
 	// ClientIP is ClientIPSource resolved by Validate. An unknown or
 	// unspecified source resolves to IPSourceRemoteAddr (with a warning when
@@ -571,9 +576,11 @@ func Defaults() Config {
 			UpstreamTimeout: Duration(2 * time.Second),
 			CheckTimeout:    Duration(200 * time.Millisecond),
 			UpstreamRetries: 2,
-			ExtAuthz:        ProxyListener{Host: "0.0.0.0", Port: 9191},
-			HTTP:            ProxyListener{Host: "0.0.0.0", Port: 4430},
-			Metrics:         ProxyListener{Host: "0.0.0.0", Port: 4432},
+			// Loopback: the proxy beside it (Envoy, nginx) dials localhost,
+			// and none of these listeners authenticates its caller.
+			ExtAuthz: ProxyListener{Host: "127.0.0.1", Port: 9191},
+			HTTP:     ProxyListener{Host: "127.0.0.1", Port: 4430},
+			Metrics:  ProxyListener{Host: "127.0.0.1", Port: 4432},
 			Cache: ProxyCache{
 				TTL:         Duration(time.Minute),
 				NegativeTTL: Duration(5 * time.Second),

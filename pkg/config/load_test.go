@@ -343,6 +343,13 @@ func TestLoad_Env(t *testing.T) {
 			},
 		},
 		{
+			name: "allowed hosts list",
+			env:  []string{"TALOS_SERVE_HTTP_ALLOWED_HOSTS=talos.internal,talos.default.svc:4420,[::1]"},
+			want: func(c *config.Config) {
+				c.Serve.HTTP.AllowedHosts = []string{"talos.internal", "talos.default.svc:4420", "[::1]"}
+			},
+		},
+		{
 			name: "tri-state bool and float",
 			env:  []string{"TALOS_DB_AUTO_MIGRATE=true", "TALOS_TRACING_SAMPLE_RATE=0.5", "TALOS_CACHE_MEMORY_MAX_SIZE=2097152"},
 			want: func(c *config.Config) {
@@ -434,6 +441,11 @@ func TestLoad_Errors(t *testing.T) {
 			name: "wrong type",
 			file: "serve:\n  http:\n    port: \"8080\"\n",
 			want: []string{"serve.http.port: must be integer, got string"},
+		},
+		{
+			name: "allowed host with a scheme",
+			file: "serve:\n  http:\n    allowed_hosts: [\"http://talos.internal\"]\n",
+			want: []string{"serve.http.allowed_hosts[0]: must match"},
 		},
 		{
 			name: "wrong type in JSON",

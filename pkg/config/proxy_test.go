@@ -92,9 +92,9 @@ func TestLoadProxy_Defaults(t *testing.T) {
 		UpstreamTimeout: config.Duration(2 * time.Second),
 		CheckTimeout:    config.Duration(200 * time.Millisecond),
 		UpstreamRetries: 2,
-		ExtAuthz:        config.ProxyListener{Host: "0.0.0.0", Port: 9191},
-		HTTP:            config.ProxyListener{Host: "0.0.0.0", Port: 4430},
-		Metrics:         config.ProxyListener{Host: "0.0.0.0", Port: 4432},
+		ExtAuthz:        config.ProxyListener{Host: "127.0.0.1", Port: 9191},
+		HTTP:            config.ProxyListener{Host: "127.0.0.1", Port: 4430},
+		Metrics:         config.ProxyListener{Host: "127.0.0.1", Port: 4432},
 		Cache: config.ProxyCache{
 			TTL:         config.Duration(60 * time.Second),
 			NegativeTTL: config.Duration(5 * time.Second),
@@ -119,7 +119,7 @@ func TestLoadProxy_Defaults(t *testing.T) {
 	if diff := cmp.Diff(want, p, equateEmpty); diff != "" {
 		t.Errorf("proxy defaults mismatch (-want +got):\n%s", diff)
 	}
-	if p.ExtAuthz.Addr() != "0.0.0.0:9191" || p.HTTP.Addr() != "0.0.0.0:4430" || p.Metrics.Addr() != "0.0.0.0:4432" {
+	if p.ExtAuthz.Addr() != "127.0.0.1:9191" || p.HTTP.Addr() != "127.0.0.1:4430" || p.Metrics.Addr() != "127.0.0.1:4432" {
 		t.Errorf("addrs = %s %s %s", p.ExtAuthz.Addr(), p.HTTP.Addr(), p.Metrics.Addr())
 	}
 

@@ -64,6 +64,10 @@ func (c *Config) Validate() error {
 		if n := utf8.RuneCountInString(t.Value()); n < MinSecretLength {
 			fail(fmt.Sprintf("serve.admin.auth.sidecar_tokens[%d]", i), "must be at least %d characters, got %d", MinSecretLength, n)
 		}
+		// A token in both lists would be an admin token on a sidecar host.
+		if slices.ContainsFunc(c.Serve.Admin.Auth.BearerTokens, func(b Secret) bool { return b.Value() == t.Value() }) {
+			fail(fmt.Sprintf("serve.admin.auth.sidecar_tokens[%d]", i), "must not also be one of serve.admin.auth.bearer_tokens")
+		}
 	}
 
 	if rt := c.Serve.SelfService.RevokeThrottle; rt.Enabled {

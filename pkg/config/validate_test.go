@@ -48,6 +48,10 @@ func TestConfig_Validate(t *testing.T) {
 		{"short bearer token", func(c *config.Config) {
 			c.Serve.Admin.Auth.BearerTokens = []config.Secret{config.NewSecret("tok")}
 		}, "serve.admin.auth.bearer_tokens[0]: must be at least 32 characters"},
+		{"a token in both lists", func(c *config.Config) {
+			c.Serve.Admin.Auth.BearerTokens = []config.Secret{config.NewSecret(testSecret + "-admin")}
+			c.Serve.Admin.Auth.SidecarTokens = []config.Secret{config.NewSecret(testSecret + "-side"), config.NewSecret(testSecret + "-admin")}
+		}, "serve.admin.auth.sidecar_tokens[1]: must not also be one of serve.admin.auth.bearer_tokens"},
 		{"empty retired issuer", func(c *config.Config) {
 			c.Credentials.IssuerRetired = []config.RetiredIssuer{{}}
 		}, "credentials.issuer_retired[0]: must not be empty"},
