@@ -102,7 +102,7 @@ func FromCheckRequest(r *authv3.CheckRequest, o *Options) Request {
 		}
 	}
 	if !req.ClientIP.IsValid() {
-		req.ClientIP = parseAddr(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress())
+		req.ClientIP = credential.ParseAddr(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress())
 	}
 	ext := attrs.GetContextExtensions()
 	req.Tenant = tenantOr(ext[ExtensionTenant], o.Tenant)
@@ -165,7 +165,7 @@ func FromHTTP(r *http.Request, o *Options) Request {
 func httpClientIP(r *http.Request, o *Options) netip.Addr {
 	for _, name := range o.ClientIPHeaders {
 		if vs := r.Header[textproto.CanonicalMIMEHeaderKey(name)]; len(vs) > 0 {
-			if a := parseAddr(lastEntry(vs[len(vs)-1])); a.IsValid() {
+			if a := credential.ForwardedAddr(vs); a.IsValid() {
 				return a
 			}
 		}
@@ -174,7 +174,7 @@ func httpClientIP(r *http.Request, o *Options) netip.Addr {
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	return parseAddr(host)
+	return credential.ParseAddr(host)
 }
 
 // checkHeaders reads the headers of an Envoy check: the merged map, or the
@@ -203,7 +203,7 @@ func (c checkHeaders) each(name string, fn func(string)) {
 func (c checkHeaders) addr(name string) (netip.Addr, bool) {
 	var last string
 	c.each(name, func(v string) { last = v })
-	a := parseAddr(lastEntry(last))
+	a := credential.ForwardedAddr([]string{last})
 	return a, a.IsValid()
 }
 
@@ -312,29 +312,6 @@ func printable(s string) bool {
 }
 
 func trimOWS(s string) string { return strings.Trim(s, " \t") }
-
-// lastEntry returns the last entry of a comma-separated list. In
-// X-Forwarded-For that is the address the nearest proxy saw: proxies append,
-// so every entry to its left is whatever the client chose to send, and
-// trusting the leftmost would let any client pass a CIDR restriction.
-func lastEntry(v string) string {
-	if i := strings.LastIndexByte(v, ','); i >= 0 {
-		v = v[i+1:]
-	}
-	return trimOWS(v)
-}
-
-// parseAddr parses an address with or without a port; the zero Addr when it
-// does not parse.
-func parseAddr(s string) netip.Addr {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.Unmap()
-	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().Unmap()
-	}
-	return netip.Addr{}
-}
 
 func isListSep(r rune) bool { return r == ' ' || r == ',' || r == '\t' }
 

@@ -131,7 +131,9 @@ func TestClientIP(t *testing.T) {
 		want   string
 	}{
 		{httpapi.SourceRemoteAddr, "X-Forwarded-For", "1.2.3.4", "192.0.2.1"},
-		{httpapi.SourceXForwardedFor, "X-Forwarded-For", "1.2.3.4, 5.6.7.8", "1.2.3.4"},
+		// The client wrote 1.2.3.4; the nearest proxy appended what it saw.
+		{httpapi.SourceXForwardedFor, "X-Forwarded-For", "1.2.3.4, 5.6.7.8", "5.6.7.8"},
+		{httpapi.SourceXForwardedFor, "X-Forwarded-For", "1.2.3.4,5.6.7.8:443", "5.6.7.8"},
 		{httpapi.SourceXForwardedFor, "X-Forwarded-For", "garbage", "192.0.2.1"},
 		{httpapi.SourceXRealIP, "X-Real-IP", "2001:db8::1", "2001:db8::1"},
 		{httpapi.SourceCFConnectingIP, "CF-Connecting-IP", "::ffff:10.0.0.1", "10.0.0.1"},
@@ -146,7 +148,14 @@ func TestClientIP(t *testing.T) {
 			t.Errorf("ClientIP(%v, %s=%q) = %v, want %s", tc.src, tc.header, tc.value, got, tc.want)
 		}
 	}
+	// Two header lines: a client-sent one, then the proxy's.
 	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Add("X-Forwarded-For", "10.0.0.1")
+	r.Header.Add("X-Forwarded-For", "203.0.113.7")
+	if got := httpapi.ClientIP(httpapi.SourceXForwardedFor, r); got != netip.MustParseAddr("203.0.113.7") {
+		t.Errorf("two X-Forwarded-For lines gave %v, want the last one's", got)
+	}
+	r = httptest.NewRequest("GET", "/", nil)
 	r.RemoteAddr = "not-an-address"
 	if got := httpapi.ClientIP(httpapi.SourceRemoteAddr, r); got.IsValid() {
 		t.Errorf("unparsable remote address gave %v, want the zero Addr (fail closed)", got)

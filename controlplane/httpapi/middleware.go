@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/talos-project/talos/controlplane/grpcapi"
+	"github.com/talos-project/talos/pkg/credential"
 )
 
 // ClientIPSource says where the client address comes from (Ory Talos's
@@ -24,7 +24,7 @@ type ClientIPSource int
 const (
 	SourceRemoteAddr ClientIPSource = iota
 	SourceCFConnectingIP
-	SourceXForwardedFor // leftmost entry
+	SourceXForwardedFor // rightmost entry: the one the nearest proxy wrote
 	SourceXRealIP
 	SourceTrueClientIP
 )
@@ -51,31 +51,24 @@ func ParseClientIPSource(s string) (ClientIPSource, bool) {
 // empty or unparsable falls back to the TCP peer; the zero Addr means none
 // could be determined (IP restrictions then fail closed).
 func ClientIP(src ClientIPSource, r *http.Request) netip.Addr {
-	var h string
+	var name string
 	switch src {
 	case SourceCFConnectingIP:
-		h = r.Header.Get("CF-Connecting-IP")
+		name = "CF-Connecting-IP"
 	case SourceXForwardedFor:
-		h, _, _ = strings.Cut(r.Header.Get("X-Forwarded-For"), ",")
+		name = "X-Forwarded-For"
 	case SourceXRealIP:
-		h = r.Header.Get("X-Real-IP")
+		name = "X-Real-IP"
 	case SourceTrueClientIP:
-		h = r.Header.Get("True-Client-IP")
+		name = "True-Client-IP"
 	}
-	if h != "" {
-		if a, err := netip.ParseAddr(strings.TrimSpace(h)); err == nil {
-			return a.Unmap()
+	if name != "" {
+		// The rule the sidecar applies too: the nearest proxy's entry.
+		if a := credential.ForwardedAddr(r.Header.Values(name)); a.IsValid() {
+			return a
 		}
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return a.Unmap()
+	return credential.ParseAddr(r.RemoteAddr)
 }
 
 func clientIPMiddleware(src ClientIPSource, next http.Handler) http.Handler {

@@ -1,6 +1,9 @@
 package credential
 
-import "net/netip"
+import (
+	"net/netip"
+	"strings"
+)
 
 // The rules below are the ones both processes apply: the control plane when
 // it verifies, the sidecar when it decides from a cached or local verdict.
@@ -69,3 +72,33 @@ var (
 	// not printable ASCII).
 	ErrKeyFormat = &Error{Kind: ErrMalformed, Reason: "INVALID_API_KEY_FORMAT", Message: "The API key format is invalid."}
 )
+
+// ForwardedAddr is the client address that the nearest proxy wrote into a
+// forwarding header (X-Forwarded-For, X-Real-IP, CF-Connecting-IP,
+// True-Client-IP), given the header's values in order: the last entry of the
+// last value. Proxies append, so every entry to its left, and every earlier
+// header line, is whatever the client chose to send; trusting any of them
+// would let a client pick its address, pass a CIDR restriction or dodge a
+// per-address throttle. The zero Addr when that entry is not an address.
+func ForwardedAddr(values []string) netip.Addr {
+	if len(values) == 0 {
+		return netip.Addr{}
+	}
+	v := values[len(values)-1]
+	if i := strings.LastIndexByte(v, ','); i >= 0 {
+		v = v[i+1:]
+	}
+	return ParseAddr(strings.Trim(v, " \t"))
+}
+
+// ParseAddr parses an IP address with or without a port ("10.0.0.1",
+// "[::1]:80"), unmapping IPv4-mapped IPv6; the zero Addr when s is neither.
+func ParseAddr(s string) netip.Addr {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap()
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}

@@ -3,6 +3,7 @@ package credential_test
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/talos-project/talos/pkg/credential"
@@ -83,4 +84,53 @@ func TestVerdictClassification(t *testing.T) {
 			t.Errorf("sentinel %v is not classified", s)
 		}
 	}
+}
+
+func TestForwardedAddr(t *testing.T) {
+	for _, c := range []struct {
+		values []string
+		want   string
+	}{
+		{nil, ""},
+		{[]string{""}, ""},
+		{[]string{"203.0.113.7"}, "203.0.113.7"},
+		{[]string{"10.0.0.1, 203.0.113.7"}, "203.0.113.7"},
+		{[]string{"10.0.0.1,\t203.0.113.7 "}, "203.0.113.7"},
+		{[]string{"10.0.0.1", "203.0.113.7"}, "203.0.113.7"},
+		{[]string{"203.0.113.7", "garbage"}, ""},
+		{[]string{"10.0.0.1, garbage"}, ""},
+		{[]string{"[2001:db8::1]:443"}, "2001:db8::1"},
+		{[]string{"::ffff:10.0.0.1"}, "10.0.0.1"},
+		{[]string{"10.0.0.1:80"}, "10.0.0.1"},
+	} {
+		got := credential.ForwardedAddr(c.values)
+		var want netip.Addr
+		if c.want != "" {
+			want = netip.MustParseAddr(c.want)
+		}
+		if got != want {
+			t.Errorf("ForwardedAddr(%q) = %v, want %v", c.values, got, want)
+		}
+	}
+}
+
+// FuzzForwardedAddr: nothing left of the last comma of the last value, and
+// no earlier value, ever changes the answer, and it is never IPv4-mapped.
+func FuzzForwardedAddr(f *testing.F) {
+	f.Add("10.0.0.1", "1.2.3.4, 5.6.7.8")
+	f.Add("x", "[::1]:80")
+	f.Add("", "::ffff:1.2.3.4")
+	f.Fuzz(func(t *testing.T, earlier, last string) {
+		got := credential.ForwardedAddr([]string{earlier, last})
+		tail := last
+		if i := strings.LastIndexByte(last, ','); i >= 0 {
+			tail = last[i+1:]
+		}
+		if alone := credential.ForwardedAddr([]string{"9.9.9.9, 8.8.8.8", tail}); alone != got {
+			t.Fatalf("client-written entries changed the answer: %v vs %v", got, alone)
+		}
+		if got.Is4In6() {
+			t.Fatalf("mapped address %v", got)
+		}
+	})
 }
