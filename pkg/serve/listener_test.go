@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,24 +16,78 @@ import (
 	"github.com/talos-project/talos/pkg/serve"
 )
 
-// startHTTP serves h on a listener capped at maxConns.
-func startHTTP(t *testing.T, maxConns int, h http.Handler) *serve.Listener {
+// startHTTP serves h on a listener capped at maxConns. The returned
+// connStates follows what the server reports for each connection, so that a
+// test can wait for the server's view instead of guessing at it.
+func startHTTP(t *testing.T, maxConns int, h http.Handler) (*serve.Listener, *connStates) {
 	t.Helper()
 	ln, err := serve.Listen(context.Background(), "127.0.0.1:0", maxConns)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := serve.HTTPServer(h, ln, serve.HTTPTimeouts{})
+	states := &connStates{m: map[string]http.ConnState{}}
+	hook := srv.ConnState
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		hook(c, s)
+		states.set(c.RemoteAddr().String(), s)
+	}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	return ln
+	return ln, states
+}
+
+// connStates is the last state the server reported for each connection, by
+// the client's address.
+type connStates struct {
+	mu sync.Mutex
+	m  map[string]http.ConnState
+}
+
+func (cs *connStates) set(addr string, s http.ConnState) {
+	cs.mu.Lock()
+	cs.m[addr] = s
+	cs.mu.Unlock()
+}
+
+// wait waits until the server has reported the client connection c in
+// state s. The server marks a connection idle after it has written the
+// response, so a client that has read the response may be ahead of it.
+func (cs *connStates) wait(t *testing.T, c net.Conn, s http.ConnState) {
+	t.Helper()
+	addr := c.LocalAddr().String()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cs.mu.Lock()
+		got, ok := cs.m[addr]
+		cs.mu.Unlock()
+		if ok && got == s {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server state of %s = %v (known %v), want %v", addr, got, ok, s)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitOpen waits until the listener counts n open connections.
+func waitOpen(t *testing.T, ln *serve.Listener, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for ln.Stats().Open != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats = %+v, want %d open", ln.Stats(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
 
 // idleConn opens a connection, makes one keep-alive request on it and
-// leaves it idle.
-func idleConn(t *testing.T, addr string) net.Conn {
+// leaves it idle, returning once the server counts it idle.
+func idleConn(t *testing.T, addr string, states *connStates) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -48,6 +103,7 @@ func idleConn(t *testing.T, addr string) net.Conn {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	_ = c.SetDeadline(time.Time{})
+	states.wait(t, c, http.StateIdle)
 	return c
 }
 
@@ -79,19 +135,21 @@ func get(addr string) error {
 // closed to make room.
 func TestListener_IdleConnectionsGiveWay(t *testing.T) {
 	t.Parallel()
-	ln := startHTTP(t, 4, okHandler)
+	ln, states := startHTTP(t, 4, okHandler)
 	addr := ln.Addr().String()
 	var idle []net.Conn
 	for range 4 {
-		idle = append(idle, idleConn(t, addr))
+		idle = append(idle, idleConn(t, addr, states))
 	}
 	if err := get(addr); err != nil {
 		t.Fatalf("request with every slot idle: %v", err)
 	}
 	waitClosed(t, idle[0])
-	// The get's connection has gone, so there is one free slot. Fill it
+	// The server closes the get's connection after the client has read the
+	// response; once it has, there is one free slot. Fill it
 	// and the rest with connections that never send anything: they are
 	// idle too, and the oldest of them gives way.
+	waitOpen(t, ln, 3)
 	var silent []net.Conn
 	for range 4 {
 		c, err := net.Dial("tcp", addr)
@@ -121,7 +179,7 @@ func TestListener_BusyConnectionsRefuseNewOnes(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	started := make(chan struct{}, 2)
-	ln := startHTTP(t, 2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ln, _ := startHTTP(t, 2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			started <- struct{}{}
 			<-release
