@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,35 +18,90 @@ import (
 )
 
 // startRedis runs a private redis-server on a free port, for a test that
-// kills it.
+// kills it. redis-server needs a port number, so one is picked by binding :0
+// and closing; if another process takes it first, redis-server exits and is
+// started again on a new port. It counts as up once it answers PING on the
+// port while still running, so a listener that is not ours is never taken
+// for it.
 func startRedis(t *testing.T) (addr string, kill func()) {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Skip("redis-server not installed: apt-get install redis-server")
 	}
+	for attempt := 1; ; attempt++ {
+		addr, kill, err := tryStartRedis(t, bin)
+		if err == nil {
+			return addr, kill
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatal(err)
+		}
+	}
+}
+
+// errPortTaken says the port picked for redis-server was taken before it
+// bound it.
+var errPortTaken = errors.New("port taken")
+
+func tryStartRedis(t *testing.T, bin string) (string, func(), error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr := ln.Addr().String()
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
+	var out logSink
 	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = childProcAttr()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	var once sync.Once
-	kill = func() { once.Do(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) }
+	kill := func() { once.Do(func() { _ = cmd.Process.Kill(); <-exited }) }
 	t.Cleanup(kill)
-	addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	eventually(t, "redis-server accepting connections", 10*time.Second, func() bool {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err == nil {
-			c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !redisPing(addr) {
+		select {
+		case <-exited:
+			if strings.Contains(out.String(), "in use") {
+				return "", nil, errPortTaken
+			}
+			return "", nil, fmt.Errorf("redis-server exited before serving:\n%s", out.String())
+		default:
 		}
-		return err == nil
-	})
-	return addr, kill
+		if time.Now().After(deadline) {
+			return "", nil, fmt.Errorf("redis-server not answering PING on %s after 10s:\n%s", addr, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case <-exited: // what answered was not ours
+		return "", nil, errPortTaken
+	default:
+	}
+	return addr, kill, nil
+}
+
+// redisPing reports whether a Redis answers PING on addr.
+func redisPing(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := io.WriteString(c, "PING\r\n"); err != nil {
+		return false
+	}
+	b := make([]byte, 7)
+	n, _ := io.ReadFull(c, b)
+	return string(b[:n]) == "+PONG\r\n"
 }
 
 // TestE2E_SidecarRedisDies kills the shared cache in the middle of a load:

@@ -1,0 +1,9 @@
+package main
+
+import "syscall"
+
+// childProcAttr makes a helper process (redis-server) die with the test
+// binary, should the binary be killed (a timeout) before its cleanups run.
+func childProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
