@@ -281,9 +281,25 @@ func startProxy(t *testing.T, client *http.Client, start func(port int) *process
 }
 
 // closedAddr returns an address nothing listens on: a sidecar that is down.
+// The port stays bound (by a socket that never listens) until the test
+// ends, so connections to it are refused and no other listener can take it
+// meanwhile, as one could a port bound and closed again.
 func closedAddr(t *testing.T) string {
 	t.Helper()
-	return "127.0.0.1:" + strconv.Itoa(freePort(t))
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.CloseOnExec(fd)
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "127.0.0.1:" + strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)
 }
 
 // checkSidecarDown asserts that a proxy whose sidecar is unreachable still
