@@ -319,6 +319,10 @@ type jwtClaims struct {
 	custom map[string]any
 }
 
+// errFoldedClaim rejects a payload with a claim named like a reserved one in
+// another letter case ("Scp", "EXP").
+var errFoldedClaim = errors.New("token: a claim name folds to a reserved claim")
+
 func (j *jwtClaims) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j.in); err != nil {
 		return err
@@ -330,6 +334,11 @@ func (j *jwtClaims) UnmarshalJSON(b []byte) error {
 	for k, v := range all {
 		if reserved[k] {
 			continue
+		}
+		if foldsToReserved(k) {
+			// The struct above read it as that claim (encoding/json folds
+			// case), perhaps over the real one: no Signer writes it.
+			return errFoldedClaim
 		}
 		var x any
 		if err := json.Unmarshal(v, &x); err != nil {
