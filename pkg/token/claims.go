@@ -46,6 +46,11 @@ type Claims struct {
 	NotBefore time.Time // nbf; zero: not carried (valid from IssuedAt on)
 	Expiry    time.Time // exp
 
+	// SigningKeyID is the kid of the key that verified a JWT (VerifyJWT
+	// sets it; minting ignores it); empty for macaroons. A verdict cached
+	// past a verification must stop when that key leaves the key set.
+	SigningKeyID string
+
 	ActorID      string                // oid
 	Scopes       []string              // scp
 	Metadata     json.RawMessage       // meta: a JSON object, or nil

@@ -259,13 +259,15 @@ func VerifyJWT(tok string, ks *KeySet, o VerifyOptions) (Claims, error) {
 		jwt.WithIssuedAt(),
 		jwt.WithStrictDecoding(),
 	)
-	if _, err := p.ParseWithClaims(tok, &pc, ks.key); err != nil {
+	t, err := p.ParseWithClaims(tok, &pc, ks.key)
+	if err != nil {
 		return Claims{}, jwtError(err)
 	}
 	c, acl, err := pc.claims()
 	if err != nil {
 		return Claims{}, err
 	}
+	c.SigningKeyID, _ = t.Header["kid"].(string)
 	var acls [][]netip.Prefix
 	if len(acl) > 0 {
 		acls = [][]netip.Prefix{acl}

@@ -38,6 +38,10 @@ func TestSignJWT_RoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("VerifyJWT: %v", err)
 			}
+			if got.SigningKeyID == "" || !s.KeySet(now).Has(got.SigningKeyID) {
+				t.Errorf("SigningKeyID %q is not a key of the set", got.SigningKeyID)
+			}
+			got.SigningKeyID = ""
 			if diff := cmp.Diff(claims(), got, cmpPrefixes); diff != "" {
 				t.Errorf("claims (-want +got):\n%s", diff)
 			}
@@ -101,6 +105,7 @@ func TestSignJWT_MinimalClaims(t *testing.T) {
 		t.Error("no jti was generated")
 	}
 	c.ID = got.ID
+	c.SigningKeyID = got.SigningKeyID
 	if diff := cmp.Diff(c, got); diff != "" {
 		t.Errorf("claims (-want +got):\n%s", diff)
 	}

@@ -393,7 +393,7 @@ func (l *jwtLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 		// skew, or its retired issuer's expiry); the verdict depends on
 		// nothing else that can change before then except the signing keys.
 		until := pol.Until(c.Issuer, c.Expiry)
-		e := &Entry{Result: res, Fresh: until, Keep: until, Tag: l.inv.watermark.Load()}
+		e := &Entry{Result: res, Fresh: until, Keep: until, Tag: l.inv.watermark.Load(), kid: c.SigningKeyID}
 		return e, nil
 	}
 	if e, ok := l.life.entryFor(res, err, q.now); ok {
