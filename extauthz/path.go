@@ -1,6 +1,9 @@
 package extauthz
 
-import "strings"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // Paths are judged in one normal form, and only when they have one meaning.
 //
@@ -23,6 +26,11 @@ import "strings"
 //   - an encoded control byte (%00-%1F, %7F), which truncates C strings;
 //   - an encoded percent sign (%25): a stack that decodes twice reads
 //     "%252e%252e" as "..";
+//   - encoded bytes of a segment that are not valid UTF-8 once decoded:
+//     overlong forms ("%c0%ae" is "." and "%c0%af" is "/" to a lenient
+//     UTF-8 decoder, the old IIS and Tomcat traversals), surrogates, stray
+//     continuation bytes; one stack reads them as Latin-1, another as
+//     U+FFFD, another as ASCII;
 //   - a segment that some stack reads as a dot segment or an empty one and
 //     another does not: "..;x", ".;", ";x" (Tomcat and Spring strip ";"
 //     parameters before resolving dots; "%3B" counts as ";"), and "...",
@@ -46,6 +54,7 @@ const (
 	errPathSeparator   = pathError("an encoded slash or backslash")
 	errPathControl     = pathError("an encoded control byte")
 	errPathPercent     = pathError("an encoded percent sign")
+	errPathUTF8        = pathError("encoded bytes that are not valid UTF-8")
 	errPathAmbiguous   = pathError("a segment read as a dot or empty segment by some stacks only")
 )
 
@@ -133,6 +142,7 @@ func (s *segments) normal(raw string) (string, error) {
 	seg := raw
 	if !plain {
 		b := make([]byte, 0, len(raw))
+		high := false // an escape of a byte >= 0x80
 		for i := 0; i < len(raw); i++ {
 			c := raw[i]
 			if c != '%' {
@@ -157,11 +167,17 @@ func (s *segments) normal(raw string) (string, error) {
 				return "", errPathPercent
 			case unreserved(v):
 				b = append(b, v)
+			case v >= utf8.RuneSelf:
+				high = true
+				fallthrough
 			default:
 				const hex = "0123456789ABCDEF"
 				b = append(b, '%', hex[v>>4], hex[v&0xf])
 			}
 			i += 2
+		}
+		if high && !utf8.Valid(decodedUTF8(b)) {
+			return "", errPathUTF8
 		}
 		seg = string(b)
 	}
@@ -169,6 +185,23 @@ func (s *segments) normal(raw string) (string, error) {
 		return "", errPathAmbiguous
 	}
 	return seg, nil
+}
+
+// decodedUTF8 returns the bytes of a normal segment with its escapes (all
+// well formed, upper-case hex) decoded.
+func decodedUTF8(seg []byte) []byte {
+	out := make([]byte, 0, len(seg))
+	for i := 0; i < len(seg); i++ {
+		if seg[i] == '%' && i+2 < len(seg) {
+			hi, _ := unhex(seg[i+1])
+			lo, _ := unhex(seg[i+2])
+			out = append(out, hi<<4|lo)
+			i += 2
+			continue
+		}
+		out = append(out, seg[i])
+	}
+	return out
 }
 
 // ambiguousSegment reports whether a normal segment is read as a dot

@@ -51,6 +51,11 @@ func TestNormalizePath(t *testing.T) {
 		{"/read/%00", ""}, {"/read/x%00.json", ""}, {"/read/%0a", ""}, {"/read/%1F", ""}, {"/read/%7f", ""},
 		// Invalid escapes.
 		{"/read/%", ""}, {"/read/%4", ""}, {"/read/x%4", ""}, {"/read/%zz", ""}, {"/read/%4g", ""}, {"/read/%%41", ""},
+		// Encoded bytes that are not UTF-8: overlong "." and "/" (a lenient
+		// decoder's "..", "/"), surrogates, stray and truncated sequences.
+		{"/read/%c0%ae%c0%ae/admin", ""}, {"/read/..%c0%afadmin", ""}, {"/read/%e0%80%ae%e0%80%ae/admin", ""},
+		{"/read/%f0%80%80%ae", ""}, {"/read/%ed%a0%80", ""}, {"/read/%80", ""}, {"/read/caf%c3", ""}, {"/read/%ff", ""},
+		{"/read/%c3%a9%c3", ""},
 		// Double encoding.
 		{"/read/%252e%252e/admin", ""}, {"/100%25", ""},
 		// Segments some stacks read as dot or empty segments.

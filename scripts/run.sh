@@ -17,6 +17,14 @@ secrets:
     current: "$secret"
 db:
   dsn: sqlite://.data/talos.db
+# Unauthenticated development listeners stay on this machine.
+serve:
+  http:
+    host: 127.0.0.1
+  grpc:
+    host: 127.0.0.1
+  metrics:
+    host: 127.0.0.1
 log:
   format: text
 YAML

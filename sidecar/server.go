@@ -134,8 +134,17 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	authz := deps.ExtAuthz.HTTPHandler()
 	hmux := http.NewServeMux()
 	s.healthRoutes(hmux)
-	hmux.Handle("/", authz)
-	s.httpSrv = serve.HTTPServer(hmux, s.httpLn, serve.HTTPTimeouts{Read: 10 * time.Second, Write: 10 * time.Second, Idle: 120 * time.Second, MaxHeaderBytes: 256 << 10})
+	// Every path but the two health routes is a check, judged as sent: a
+	// ServeMux would answer an unclean path (//x, /a/../b) with a redirect
+	// that repeats it, query and all, instead of a verdict.
+	front := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health/alive" || r.URL.Path == "/health/ready" {
+			hmux.ServeHTTP(w, r)
+			return
+		}
+		authz.ServeHTTP(w, r)
+	})
+	s.httpSrv = serve.HTTPServer(front, s.httpLn, serve.HTTPTimeouts{Read: 10 * time.Second, Write: 10 * time.Second, Idle: 120 * time.Second, MaxHeaderBytes: 256 << 10})
 
 	mmux := http.NewServeMux()
 	s.healthRoutes(mmux)

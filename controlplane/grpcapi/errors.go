@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"regexp"
+	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,7 +22,11 @@ import (
 
 // toStatus converts a service error to a gRPC status error carrying an
 // ErrorInfo. Errors that wrap no sentinel become INTERNAL with a generic
-// message; their cause is logged here, never sent.
+// message; their cause is logged here, never sent. No status carries the
+// request's input (a credential may be sent in the wrong field): quoted
+// fragments are cut from the message and a key_id is named only when it has
+// the shape of a key ID ([PublicMessage], [PublicMetadata]). Both transports
+// answer through here.
 func (s *Server) toStatus(ctx context.Context, method string, err error) error {
 	if err == nil {
 		return nil
@@ -32,8 +40,8 @@ func (s *Server) toStatus(ctx context.Context, method string, err error) error {
 	} else {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "request rejected", slog.String("method", method), slog.String("reason", d.Reason))
 	}
-	st := status.New(d.GRPC, d.Message)
-	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: d.Reason, Domain: errcode.Domain, Metadata: d.Metadata}}
+	st := status.New(d.GRPC, PublicMessage(d.Message))
+	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: d.Reason, Domain: errcode.Domain, Metadata: PublicMetadata(d.Metadata)}}
 	if ra := retryAfter(err); ra > 0 {
 		// google.rpc.RetryInfo: the HTTP gateway turns it into Retry-After.
 		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(ra)})
@@ -51,4 +59,43 @@ func retryAfter(err error) time.Duration {
 		return ce.RetryAfter
 	}
 	return 0
+}
+
+// quoted matches a Go-quoted string (%q), the way service messages show
+// input.
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+
+// PublicMessage is msg with every quoted fragment replaced by "…".
+func PublicMessage(msg string) string {
+	if !strings.Contains(msg, `"`) {
+		return msg
+	}
+	return quoted.ReplaceAllString(msg, `"…"`)
+}
+
+// PublicMetadata is md without a key_id that lacks the shape of a key ID (it
+// was the caller's input, not a stored ID). md itself is never changed.
+func PublicMetadata(md map[string]string) map[string]string {
+	if id, ok := md["key_id"]; ok && !IsKeyID(id) {
+		md = maps.Clone(md)
+		delete(md, "key_id")
+	}
+	return md
+}
+
+// IsKeyID reports whether s has the shape of a key ID: a UUID (issued keys)
+// or 64 lowercase hex digits (imported keys).
+func IsKeyID(s string) bool {
+	if _, err := uuid.Parse(s); err == nil && len(s) == 36 {
+		return true
+	}
+	if len(s) != 64 {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

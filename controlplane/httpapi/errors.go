@@ -4,19 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"maps"
 	"math"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 
-	"github.com/google/uuid"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/talos-project/talos/controlplane/grpcapi"
 	"github.com/talos-project/talos/pkg/errcode"
 )
 
@@ -101,24 +99,17 @@ func gatewayError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w
 	msg := st.Message()
 	if st.Code() == codes.InvalidArgument {
 		if hasInfo {
-			msg = quoted.ReplaceAllString(msg, `"…"`)
+			msg = grpcapi.PublicMessage(msg)
 		} else {
 			msg = decodeMessage(msg)
 		}
 	}
-	if id, ok := md["key_id"]; ok && !isKeyID(id) {
-		md = maps.Clone(md)
-		delete(md, "key_id")
-	}
+	md = grpcapi.PublicMetadata(md)
 	if st.Code() == codes.Unauthenticated && reason == "UNAUTHORIZED" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="talos"`)
 	}
 	writeError(w, errcode.HTTPFromGRPC(st.Code()), st.Code(), reason, msg, md)
 }
-
-// quoted matches a Go-quoted string (%q), the way validation messages show
-// input.
-var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
 // decodeMessage is the public message of a gateway decoding error (no
 // ErrorInfo): a fixed text by kind, never the decoder's message, which quotes
@@ -135,23 +126,6 @@ func decodeMessage(msg string) string {
 		return "invalid request: a header is invalid"
 	}
 	return "invalid request: the body is not valid JSON for this method"
-}
-
-// isKeyID reports whether s has the shape of a key ID: a UUID (issued keys)
-// or 64 lowercase hex digits (imported keys).
-func isKeyID(s string) bool {
-	if _, err := uuid.Parse(s); err == nil && len(s) == 36 {
-		return true
-	}
-	if len(s) != 64 {
-		return false
-	}
-	for i := range len(s) {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // routingError answers unknown paths (404) and wrong methods (405).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -137,6 +138,13 @@ func New(ctx context.Context, opts Options, deps Deps) (http.Handler, error) {
 	})
 
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect && !isCleanPath(r.URL.EscapedPath()) {
+			// ServeMux would redirect to the cleaned path, repeating it and
+			// the query (a credential pasted into the URL) in Location and
+			// the body. No client of this API sends such a path.
+			routingError(r.Context(), nil, nil, w, r, http.StatusNotFound)
+			return
+		}
 		mux.ServeHTTP(w, r)
 		// ServeMux sets the pattern it matched on r; "/" is the gateway,
 		// which records its own route.
@@ -153,6 +161,20 @@ func New(ctx context.Context, opts Options, deps Deps) (http.Handler, error) {
 	h = recoverPanics(log, h)
 	h = withRequestInfo(h)
 	return h, nil
+}
+
+// isCleanPath reports whether ServeMux serves p as it is, without
+// redirecting to a cleaned form: p is absolute and has no empty, "." or ".."
+// segment (a trailing slash is kept). It mirrors net/http's cleanPath.
+func isCleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	if p[len(p)-1] == '/' && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 // Health registers /health/alive and /health/ready on mux. ready may be nil.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/talos-project/talos/controlplane/grpcapi"
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/telemetry"
 )
 
 // ClientIPSource says where the client address comes from (Ory Talos's
@@ -183,7 +184,9 @@ func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // requestLog logs one line per request: method, route pattern, status, size,
 // duration and request ID. Never the raw path (a credential pasted into a
-// URL would land in the log), bodies or headers.
+// URL would land in the log), bodies or headers, nor a method other than the
+// standard ones ("_OTHER"): a method is any token up to the header limit, so
+// logging it raw let any caller write ~64 KiB of log per request.
 func requestLog(log *slog.Logger, excludeHealth bool, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -196,7 +199,7 @@ func requestLog(log *slog.Logger, excludeHealth bool, next http.Handler) http.Ha
 			sw.status = http.StatusOK
 		}
 		log.LogAttrs(r.Context(), slog.LevelInfo, "HTTP request completed",
-			slog.String("http_request.method", r.Method),
+			slog.String("http_request.method", telemetry.MethodLabel(r.Method)),
 			slog.String("http_request.route", routeOf(r.Context())),
 			slog.Int("status", sw.status),
 			slog.Int("bytes", sw.bytes),

@@ -73,15 +73,15 @@ func InstrumentHTTP(reg prometheus.Registerer, h http.Handler) http.Handler {
 		start := time.Now()
 		sw := &codeWriter{ResponseWriter: w, code: http.StatusOK}
 		h.ServeHTTP(sw, r)
-		m := methodLabel(r.Method)
+		m := MethodLabel(r.Method)
 		total.WithLabelValues(m, strconv.Itoa(sw.code)).Inc()
 		duration.WithLabelValues(m).Observe(time.Since(start).Seconds())
 	})
 }
 
-// methodLabel is method if it is one of the RFC 9110 methods or PATCH, else
-// "_OTHER".
-func methodLabel(method string) string {
+// MethodLabel is method if it is one of the RFC 9110 methods or PATCH, else
+// "_OTHER": the form of a client-chosen method that metrics and logs show.
+func MethodLabel(method string) string {
 	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
 		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:

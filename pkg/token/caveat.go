@@ -404,11 +404,54 @@ func (p *caveats) finish() (Claims, error) {
 	}
 	if len(p.acls) > 0 {
 		c.AllowedCIDRs = p.acls[0]
-		for _, acl := range p.acls[1:] {
-			c.AllowedCIDRs = intersectPrefixes(c.AllowedCIDRs, acl)
+		if len(p.acls) > 1 {
+			// IPv4 addresses match IPv4-mapped IPv6 prefixes too
+			// (credential.IPAllowed), which netip's Overlaps does not see:
+			// the acls are intersected in a form with one spelling per
+			// address.
+			c.AllowedCIDRs = canonicalACL(p.acls[0])
+			for _, acl := range p.acls[1:] {
+				c.AllowedCIDRs = intersectPrefixes(c.AllowedCIDRs, canonicalACL(acl))
+			}
+			// An empty intersection admits no address, but an empty
+			// AllowedCIDRs means unrestricted: VerifyMacaroon refuses such
+			// a token for every client (see restrictsToNothing).
 		}
 	}
 	return c, nil
+}
+
+// restrictsToNothing reports whether acl caveats were present but no address
+// lies in all of them (c.AllowedCIDRs is then empty, which would read as no
+// restriction).
+func (p *caveats) restrictsToNothing(c *Claims) bool {
+	return len(p.acls) > 0 && len(c.AllowedCIDRs) == 0
+}
+
+// mappedV4 is the IPv4-mapped IPv6 range, ::ffff:0:0/96.
+var mappedV4 = netip.MustParsePrefix("::ffff:0:0/96")
+
+// canonicalACL returns an acl admitting the same addresses under
+// credential.IPAllowed, where every IPv4 address is matched by IPv4 prefixes
+// only: an IPv6 prefix inside ::ffff:0:0/96 becomes the IPv4 prefix it maps,
+// and one that covers all of ::ffff:0:0/96 (such as ::/0) also brings
+// 0.0.0.0/0.
+func canonicalACL(acl []netip.Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(acl)+1)
+	for _, pre := range acl {
+		pre = pre.Masked()
+		switch {
+		case !pre.Addr().Is6():
+			out = append(out, pre)
+		case pre.Bits() >= 96 && mappedV4.Contains(pre.Addr()):
+			out = append(out, netip.PrefixFrom(pre.Addr().Unmap(), pre.Bits()-96))
+		case pre.Bits() <= 96 && pre.Contains(mappedV4.Addr()):
+			out = append(out, pre, netip.PrefixFrom(netip.IPv4Unspecified(), 0))
+		default:
+			out = append(out, pre)
+		}
+	}
+	return out
 }
 
 // intersectPrefixes returns the prefixes of addresses in both a and b. Two

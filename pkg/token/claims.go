@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -45,6 +46,11 @@ type Claims struct {
 	NotBefore time.Time // nbf; zero: not carried (valid from IssuedAt on)
 	Expiry    time.Time // exp
 
+	// SigningKeyID is the kid of the key that verified a JWT (VerifyJWT
+	// sets it; minting ignores it); empty for macaroons. A verdict cached
+	// past a verification must stop when that key leaves the key set.
+	SigningKeyID string
+
 	ActorID      string                // oid
 	Scopes       []string              // scp
 	Metadata     json.RawMessage       // meta: a JSON object, or nil
@@ -53,8 +59,8 @@ type Claims struct {
 	Visibility   credential.Visibility // vis "public" | "secret"; zero: not carried
 
 	// Custom claims sit at the top level of a JWT (a "cst" caveat of a
-	// macaroon). Reserved names (ReservedClaim) are silently dropped, as
-	// Talos does, and the rest must serialize to at most
+	// macaroon). Reserved names (ReservedClaim), in any letter case, are
+	// silently dropped, as Talos does, and the rest must serialize to at most
 	// MaxCustomClaimsSize bytes. Verification decodes numbers as float64.
 	Custom map[string]any
 
@@ -73,8 +79,26 @@ var reserved = map[string]bool{
 }
 
 // ReservedClaim reports whether name is a claim that Talos sets itself and
-// that custom claims may therefore not use.
-func ReservedClaim(name string) bool { return reserved[name] }
+// that custom claims may therefore not use: a reserved name in any letter
+// case, Unicode folding included ("Scp", "EXP", "ſcp" with U+017F LONG
+// S). encoding/json matches object keys to struct fields case-insensitively
+// with that folding, and the last duplicate wins, so a custom claim "Scp"
+// spliced after "scp" would replace the token's scopes when it is read back.
+func ReservedClaim(name string) bool { return reserved[name] || foldsToReserved(name) }
+
+// foldsToReserved reports whether name equals a reserved name under Unicode
+// case folding without being one.
+func foldsToReserved(name string) bool {
+	if len(name) > 3*len("scope") { // every reserved name is short ASCII; a rune folding to ASCII has at most 3 bytes
+		return false
+	}
+	for r := range reserved {
+		if strings.EqualFold(name, r) {
+			return !reserved[name]
+		}
+	}
+	return false
+}
 
 // NewID returns a random token ID: a UUIDv4 in canonical form, like Talos's.
 func NewID() string {
@@ -240,7 +264,7 @@ func customJSON(custom map[string]any) ([]byte, error) {
 		return nil, nil
 	}
 	c := maps.Clone(custom)
-	maps.DeleteFunc(c, func(k string, _ any) bool { return reserved[k] })
+	maps.DeleteFunc(c, func(k string, _ any) bool { return ReservedClaim(k) })
 	if len(c) == 0 {
 		return nil, nil
 	}
@@ -260,7 +284,7 @@ func decodeCustom(b []byte) (map[string]any, bool) {
 	if err := json.Unmarshal(b, &m); err != nil || m == nil {
 		return nil, false
 	}
-	maps.DeleteFunc(m, func(k string, _ any) bool { return reserved[k] })
+	maps.DeleteFunc(m, func(k string, _ any) bool { return ReservedClaim(k) })
 	if len(m) == 0 {
 		return nil, true
 	}

@@ -182,6 +182,15 @@ func (ks *KeySet) add(kid, alg string, key crypto.PublicKey) {
 	}
 }
 
+// Has reports whether kid is in the set.
+func (ks *KeySet) Has(kid string) bool {
+	if ks == nil {
+		return false
+	}
+	_, ok := ks.keys[kid]
+	return ok
+}
+
 // Len returns the number of keys in the set.
 func (ks *KeySet) Len() int {
 	if ks == nil {

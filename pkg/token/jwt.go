@@ -259,13 +259,15 @@ func VerifyJWT(tok string, ks *KeySet, o VerifyOptions) (Claims, error) {
 		jwt.WithIssuedAt(),
 		jwt.WithStrictDecoding(),
 	)
-	if _, err := p.ParseWithClaims(tok, &pc, ks.key); err != nil {
+	t, err := p.ParseWithClaims(tok, &pc, ks.key)
+	if err != nil {
 		return Claims{}, jwtError(err)
 	}
 	c, acl, err := pc.claims()
 	if err != nil {
 		return Claims{}, err
 	}
+	c.SigningKeyID, _ = t.Header["kid"].(string)
 	var acls [][]netip.Prefix
 	if len(acl) > 0 {
 		acls = [][]netip.Prefix{acl}
@@ -319,6 +321,10 @@ type jwtClaims struct {
 	custom map[string]any
 }
 
+// errFoldedClaim rejects a payload with a claim named like a reserved one in
+// another letter case ("Scp", "EXP").
+var errFoldedClaim = errors.New("token: a claim name folds to a reserved claim")
+
 func (j *jwtClaims) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j.in); err != nil {
 		return err
@@ -330,6 +336,11 @@ func (j *jwtClaims) UnmarshalJSON(b []byte) error {
 	for k, v := range all {
 		if reserved[k] {
 			continue
+		}
+		if foldsToReserved(k) {
+			// The struct above read it as that claim (encoding/json folds
+			// case), perhaps over the real one: no Signer writes it.
+			return errFoldedClaim
 		}
 		var x any
 		if err := json.Unmarshal(v, &x); err != nil {

@@ -38,6 +38,10 @@ func TestSignJWT_RoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("VerifyJWT: %v", err)
 			}
+			if got.SigningKeyID == "" || !s.KeySet(now).Has(got.SigningKeyID) {
+				t.Errorf("SigningKeyID %q is not a key of the set", got.SigningKeyID)
+			}
+			got.SigningKeyID = ""
 			if diff := cmp.Diff(claims(), got, cmpPrefixes); diff != "" {
 				t.Errorf("claims (-want +got):\n%s", diff)
 			}
@@ -101,6 +105,7 @@ func TestSignJWT_MinimalClaims(t *testing.T) {
 		t.Error("no jti was generated")
 	}
 	c.ID = got.ID
+	c.SigningKeyID = got.SigningKeyID
 	if diff := cmp.Diff(c, got); diff != "" {
 		t.Errorf("claims (-want +got):\n%s", diff)
 	}
@@ -533,4 +538,55 @@ func mustP384(t *testing.T) *ecdsa.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestSignJWT_FoldedReservedCustomClaimsStripped: encoding/json reads "Scp",
+// "EXP" or "ſcope" (U+017F) into the scp, exp and scope fields, and the last
+// duplicate wins, so such a custom claim, spliced after the reserved ones,
+// replaced the token's scopes, expiry, CIDRs and tenant when it was read back
+// (a derive request's custom_claims widened the token past its parent key).
+func TestSignJWT_FoldedReservedCustomClaimsStripped(t *testing.T) {
+	t.Parallel()
+	s := newTestSigner(t, token.EdDSA)
+	c := claims()
+	c.Custom = map[string]any{
+		"team": "platform", "Scp": []any{"admin"}, "EXP": float64(now.Add(1000 * time.Hour).Unix()),
+		"ACL": []any{"0.0.0.0/0"}, "Nid": "other-tenant", "\u017fcp": []any{"admin"}, "AUD": []any{}, "Iss": "x",
+	}
+	for name := range c.Custom {
+		if name != "team" && !token.ReservedClaim(name) {
+			t.Errorf("ReservedClaim(%q) = false", name)
+		}
+	}
+	got, err := token.VerifyJWT(mustSign(t, s, c), s.KeySet(now), opts())
+	if err != nil {
+		t.Fatalf("VerifyJWT: %v", err)
+	}
+	if diff := cmp.Diff(map[string]any{"team": "platform"}, got.Custom); diff != "" {
+		t.Errorf("custom (-want +got):\n%s", diff)
+	}
+	want := claims()
+	if diff := cmp.Diff(want.Scopes, got.Scopes); diff != "" || !got.Expiry.Equal(want.Expiry) || got.Tenant != want.Tenant ||
+		!cmp.Equal(want.AllowedCIDRs, got.AllowedCIDRs, cmpPrefixes) {
+		t.Errorf("a custom claim overrode a reserved one: scopes %v, exp %v, tenant %v, acl %v", got.Scopes, got.Expiry, got.Tenant, got.AllowedCIDRs)
+	}
+}
+
+// TestVerifyJWT_FoldedReservedClaimRejected: a payload naming a reserved
+// claim in another letter case is never written by a Signer and is refused,
+// whatever signed it (another implementation, an older release).
+func TestVerifyJWT_FoldedReservedClaimRejected(t *testing.T) {
+	t.Parallel()
+	ed := signingKey(t, token.EdDSA)
+	ks := mustSigner(t, []token.SigningKey{ed}, "").KeySet(now)
+	for _, name := range []string{"Scp", "SCOPE", "Exp", "nId", "\u017fcp", "AKID", "ACL"} {
+		p := payload()
+		p[name] = []string{"admin"}
+		tok := signRaw(t, jwt.SigningMethodEdDSA, edKey, map[string]any{"alg": "EdDSA", "kid": ed.ID, "typ": "JWT"}, p)
+		if _, err := token.VerifyJWT(tok, ks, opts()); err == nil {
+			t.Errorf("claim %q: VerifyJWT accepted it", name)
+		} else {
+			wantErr(t, err, credential.ErrMalformed, "")
+		}
+	}
 }

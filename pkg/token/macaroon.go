@@ -239,5 +239,11 @@ func VerifyMacaroon(tok string, rootKeys [][]byte, prefixes []string, o VerifyOp
 	if err := o.checkClaims(&c, p.acls); err != nil {
 		return Claims{}, err
 	}
+	if p.restrictsToNothing(&c) {
+		// With SkipIPCheck the caller checks c.AllowedCIDRs, whose empty
+		// value would mean unrestricted; without it, checkClaims has
+		// already refused every address.
+		return Claims{}, errIPNotAllow
+	}
 	return c, nil
 }

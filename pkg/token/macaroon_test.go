@@ -653,3 +653,67 @@ func TestCaveat_String(t *testing.T) {
 		}
 	}
 }
+
+// TestAttenuate_CIDRsLeftToTheCaller: with SkipIPCheck (the sidecar's mode,
+// and the control plane's answer to a sidecar) the caller checks
+// Claims.AllowedCIDRs, the intersection of every acl caveat. A holder whose
+// token is limited to 10.0.0.0/8 appended an acl of their own address
+// outside it: the intersection was empty, which AllowedCIDRs reads as
+// unrestricted, so the token passed from anywhere. And an IPv4-mapped
+// spelling of an IPv4 range intersected with nothing (netip's Overlaps keeps
+// the families apart) although the same addresses pass both.
+func TestAttenuate_CIDRsLeftToTheCaller(t *testing.T) {
+	t.Parallel()
+	tok := mustMint(t, mcClaims()) // acl = 10.0.0.0/8,2001:db8::/32
+	pfx := func(s ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, x := range s {
+			out = append(out, netip.MustParsePrefix(x))
+		}
+		return out
+	}
+	tests := []struct {
+		name    string
+		acls    [][]netip.Prefix
+		client  string
+		allowed bool // whether credential.IPAllowed(c.AllowedCIDRs, client) must hold
+		none    bool // the token must be refused outright
+	}{
+		{name: "disjoint", acls: [][]netip.Prefix{pfx("203.0.113.0/24")}, client: "203.0.113.5", none: true},
+		{name: "disjoint twice", acls: [][]netip.Prefix{pfx("10.1.0.0/16"), pfx("10.2.0.0/16")}, client: "8.8.8.8", none: true},
+		{name: "mapped spelling", acls: [][]netip.Prefix{pfx("::ffff:10.1.0.0/112")}, client: "10.1.2.3", allowed: true},
+		{name: "mapped spelling applies", acls: [][]netip.Prefix{pfx("::ffff:10.1.0.0/112")}, client: "10.2.0.1"},
+		{name: "mapped outside", acls: [][]netip.Prefix{pfx("::ffff:192.0.2.0/120")}, client: "192.0.2.1", none: true},
+		{name: "all of IPv6", acls: [][]netip.Prefix{pfx("::/0")}, client: "10.9.9.9", allowed: true},
+		{name: "all of IPv6 keeps v6 bound", acls: [][]netip.Prefix{pfx("::/0")}, client: "2001:db9::1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := tok
+			for _, acl := range tt.acls {
+				got = mustAttenuate(t, got, token.CIDRs(acl...))
+			}
+			o := opts()
+			o.ClientIP = netip.MustParseAddr(tt.client)
+			strict, strictErr := verifyMC(got, o)
+			o.SkipIPCheck = true
+			c, err := verifyMC(got, o)
+			if tt.none {
+				wantErr(t, err, credential.ErrForbidden, "IP_NOT_ALLOWED")
+				wantErr(t, strictErr, credential.ErrForbidden, "IP_NOT_ALLOWED")
+				return
+			}
+			if err != nil {
+				t.Fatalf("VerifyMacaroon (SkipIPCheck): %v", err)
+			}
+			if ok := credential.IPAllowed(c.AllowedCIDRs, o.ClientIP); ok != tt.allowed {
+				t.Errorf("IPAllowed(%v, %v) = %v, want %v", c.AllowedCIDRs, o.ClientIP, ok, tt.allowed)
+			}
+			// The caller's check and the verifier's agree.
+			if (strictErr == nil) != tt.allowed {
+				t.Errorf("VerifyMacaroon without SkipIPCheck: %v (claims %v), want allowed=%v", strictErr, strict.AllowedCIDRs, tt.allowed)
+			}
+		})
+	}
+}

@@ -23,6 +23,9 @@ type Entry struct {
 	// Tag is the invalidation watermark when the verdict was fetched (see
 	// invalidations).
 	Tag int64
+	// kid is the signing key that verified a locally verified JWT: the
+	// verdict holds only while that key is still published.
+	kid string
 	// memo keeps the rendered allow of this verdict for extauthz.
 	memo extauthz.Memo
 }

@@ -176,7 +176,9 @@ func (g *rateGate) allow(now time.Time) bool {
 // it), so a caller that gives up does not fail the others.
 //
 // The flight key carries the invalidation watermark: a lookup that starts
-// after a change was heard never joins a call that started before it.
+// after a change was heard never joins a call that started before it. It
+// also carries noCache, so a lookup made while the stream is not current
+// never takes the shared-cache hit of a call made while it was.
 //
 // A hung upstream (or a hung database behind it) answers neither yes nor no
 // until the upstream timeout and its retries have passed, far beyond what
@@ -225,8 +227,13 @@ func (f *flight) offer(e *Entry) {
 var errCheckTimeout = &credential.Error{Kind: credential.ErrDeadlineExceeded, Reason: "GATEWAY_TIMEOUT", Message: "The verification did not finish in time."}
 
 func (l *flightLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
-	var w [8]byte
+	var w [9]byte
 	binary.BigEndian.PutUint64(w[:], uint64(l.inv.watermark.Load()))
+	if q.noCache {
+		// A lookup that may not read caches never joins one that may: the
+		// call reads the shared cache for the caller that started it.
+		w[8] = 1
+	}
 	key := q.key + string(w[:])
 	l.mu.Lock()
 	f, joined := l.calls[key]
@@ -386,7 +393,7 @@ func (l *jwtLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 		// skew, or its retired issuer's expiry); the verdict depends on
 		// nothing else that can change before then except the signing keys.
 		until := pol.Until(c.Issuer, c.Expiry)
-		e := &Entry{Result: res, Fresh: until, Keep: until, Tag: l.inv.watermark.Load()}
+		e := &Entry{Result: res, Fresh: until, Keep: until, Tag: l.inv.watermark.Load(), kid: c.SigningKeyID}
 		return e, nil
 	}
 	if e, ok := l.life.entryFor(res, err, q.now); ok {

@@ -269,6 +269,12 @@ func check(e *Entry, ip netip.Addr, now time.Time, keys *jwks) error {
 	}
 	r := &e.Result
 	if r.Type == credential.TypeJWT || r.Type == credential.TypeMacaroon {
+		// A signing key the control plane withdrew (compromised, retired
+		// past its tokens) ends the verdicts it verified at the next JWKS
+		// refresh, not at each token's expiry.
+		if e.kid != "" && !keys.set.Load().Has(e.kid) {
+			return token.ErrUnknownKID
+		}
 		if pol := keys.policy(); pol != nil {
 			if err := pol.Recheck(r.Issuer, r.ExpireTime, now); err != nil {
 				return err

@@ -246,3 +246,37 @@ func BenchmarkAuthorizeHitJWT(b *testing.B) {
 		}
 	}
 }
+
+// TestJWT_WithdrawnSigningKeyEndsCachedVerdicts: once the control plane
+// stops publishing a signing key (it was compromised, say), the verdicts
+// that key verified stop at the sidecar's next key-set fetch; before, a
+// cached allow lasted until the token's own expiry.
+func TestJWT_WithdrawnSigningKeyEndsCachedVerdicts(t *testing.T) {
+	f := newJWTFixture(t, mustPolicy(t, cpIssuer, nil, time.Minute))
+	old := f.sign(t, cpIssuer, 0, time.Hour)
+	if v := authorize(f.p, presented(old)); v.Err != nil {
+		t.Fatalf("before the withdrawal: %+v", v)
+	}
+	f.p.Wait()
+	if v := authorize(f.p, presented(old)); v.Err != nil || v.Cache != extauthz.CacheHit {
+		t.Fatalf("cached: %+v", v)
+	}
+
+	// The control plane replaces the key; a token of the new key makes the
+	// sidecar fetch the new set (unknown kid).
+	key, err := token.GenerateKey(token.EdDSA, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.sg, err = token.NewSigner([]token.SigningKey{key}, ""); err != nil {
+		t.Fatal(err)
+	}
+	f.up.jwks, _ = json.Marshal(f.sg.PublicJWKS(f.clk.Now()))
+	f.clk.Add(2 * time.Second)
+	if v := authorize(f.p, presented(f.sign(t, cpIssuer, 0, time.Hour))); v.Err != nil {
+		t.Fatalf("token of the new key: %+v", v)
+	}
+	if v := authorize(f.p, presented(old)); !errors.Is(v.Err, credential.ErrUnauthenticated) {
+		t.Fatalf("token of the withdrawn key: %+v, want UNAUTHENTICATED", v)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -324,5 +325,56 @@ func TestHungUpstreamServesSharedStale(t *testing.T) {
 			t.Fatalf("from the shared cache during the hang: %+v after %v, want STALE after %v", v, took, budget)
 		}
 		close(up.release)
+	})
+}
+
+// gatedStore is a mapStore whose Gets wait for open once armed.
+type gatedStore struct {
+	*mapStore
+	armed   atomic.Bool
+	reading chan struct{} // one receive per gated Get, when it starts
+	open    chan struct{}
+}
+
+func (s *gatedStore) Get(ctx context.Context, k string) ([]byte, bool, error) {
+	if s.armed.Load() {
+		s.reading <- struct{}{}
+		<-s.open
+	}
+	return s.mapStore.Get(ctx, k)
+}
+
+// TestNoCacheCheckNeverJoinsACachedRead: a check made while the invalidation
+// stream is not current must not be answered from a cache. It joined the
+// shared call of an earlier check of the same credential, made while the
+// stream was current, and took that call's answer: a shared-cache hit, which
+// may predate a revocation the sidecar never heard of.
+func TestNoCacheCheckNeverJoinsACachedRead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		up := newUpstream()
+		up.set("key-one", valid("k1"), nil)
+		store := &gatedStore{mapStore: newMapStore(), reading: make(chan struct{}), open: make(chan struct{})}
+		secret := []byte(strings.Repeat("s", pipeline.MinSharedSecret))
+		// A peer sidecar caches the allow in the shared store.
+		peer := newPipeline(t, up, pipeline.Options{Shared: store, SharedSecret: secret})
+		authorize(peer, presented("key-one"))
+		up.set("key-one", credential.Result{}, credential.ErrRevoked) // revoked; this sidecar missed it
+
+		p := newPipeline(t, up, pipeline.Options{Shared: store, SharedSecret: secret})
+		var fresh atomic.Bool
+		fresh.Store(true)
+		p.UseStream(fresh.Load)
+		store.armed.Store(true)
+		first := authorizeAsync(p, presented("key-one"))
+		<-store.reading // the first check's shared call reads the store
+		fresh.Store(false)
+		second := authorizeAsync(p, presented("key-one"))
+		synctest.Wait() // the second check joins, or makes its own call
+		store.armed.Store(false)
+		close(store.open)
+		<-first
+		if v := <-second; v.Err == nil || v.Cache == extauthz.CacheHit {
+			t.Fatalf("check while the stream is not current: %+v, want the control plane's verdict (revoked)", v)
+		}
 	})
 }
