@@ -64,8 +64,6 @@ type Derived struct {
 	Claims map[string]any
 }
 
-var reservedClaims = []string{"jti", "sub", "iss", "aud", "iat", "exp", "nbf", "nid", "akid", "pid", "tty", "oid", "scp", "scope", "meta", "vis", "acl"}
-
 // Derive mints a JWT or a macaroon from an active issued or imported key.
 // The parent must verify (else ErrUnauthenticated; revoked: ErrForbidden;
 // expired: ErrFailedPrecondition); requested scopes must be a subset of the
@@ -112,10 +110,11 @@ func (s *Service) Derive(ctx context.Context, in DeriveInput) (Derived, error) {
 			return Derived{}, credential.Errorf(credential.ErrPermissionDenied, "FORBIDDEN", fmt.Sprintf("scope %q is not granted to the parent key", sc))
 		}
 	}
+	// The token package's rule, which also drops names that fold to a
+	// reserved one (Scp, EXP), so the diagnostic claims show what the token
+	// really carries.
 	custom := maps.Clone(in.CustomClaims)
-	for _, r := range reservedClaims {
-		delete(custom, r)
-	}
+	maps.DeleteFunc(custom, func(k string, _ any) bool { return token.ReservedClaim(k) })
 	if b, err := json.Marshal(custom); err != nil || len(b) > MaxCustomClaimsBytes {
 		return Derived{}, invalidf("custom_claims must be at most %d bytes of JSON", MaxCustomClaimsBytes)
 	}

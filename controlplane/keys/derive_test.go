@@ -31,10 +31,18 @@ func TestService_Derive_Rules(t *testing.T) {
 	for _, alg := range []keys.Algorithm{keys.AlgorithmJWT, keys.AlgorithmMacaroon} {
 		d, err := derive(ts, t, cred, alg, func(in *keys.DeriveInput) {
 			in.Scopes = []string{"keys:read"}
-			in.CustomClaims = map[string]any{"run": "42", "scp": "widen-me", "sub": "x"}
+			in.CustomClaims = map[string]any{"run": "42", "scp": "widen-me", "sub": "x", "Scp": "widen-me", "EXP": 1e12, "ſcp": "widen-me"}
 		})
 		if err != nil {
 			t.Fatalf("Derive(%v): %v", alg, err)
+		}
+		for _, name := range []string{"scp", "sub", "Scp", "EXP", "ſcp"} {
+			if _, ok := d.Claims[name]; ok {
+				t.Errorf("Derive(%v): reserved claim %q (in some letter case) kept in the claims", alg, name)
+			}
+		}
+		if d.Claims["run"] != "42" {
+			t.Errorf("Derive(%v): custom claim run dropped: %v", alg, d.Claims)
 		}
 		if d.ExpireTime != epoch.Add(time.Hour) {
 			t.Errorf("default TTL: expires %v, want %v", d.ExpireTime, epoch.Add(time.Hour))
