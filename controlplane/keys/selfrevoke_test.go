@@ -85,6 +85,34 @@ func TestService_SelfRevoke_ThrottleGrouping(t *testing.T) {
 	checkErr(t, "unknown address", selfRevoke(t, ts, "", "x-not-a-key"), credential.ErrRateLimited)
 }
 
+// TestService_SelfRevoke_NetworkBudget: rotating through the /64s of one
+// IPv6 /48 (65,536 of them, free from a tunnel broker) buys 16 addresses'
+// budgets, not 65,536; another /48 is untouched, and a refused /48 does not
+// spend the /64's own budget.
+func TestService_SelfRevoke_NetworkBudget(t *testing.T) {
+	ts := newTestService(t, withRevokeLimiter())
+	per := int(keys.DefaultSelfRevokeThrottle.Quota)
+	const factor = 16
+	failures := 0
+	for sub := range factor + 4 {
+		for range per {
+			err := selfRevoke(t, ts, fmt.Sprintf("2001:db8:7:%x::1", sub), "not-a-key-0123456789")
+			if errors.Is(err, credential.ErrNotFound) {
+				failures++
+			} else {
+				checkErr(t, "past the /48's budget", err, credential.ErrRateLimited)
+			}
+		}
+	}
+	if failures != factor*per {
+		t.Fatalf("%d guesses ran from one /48, want %d", failures, factor*per)
+	}
+	checkErr(t, "another /48", selfRevoke(t, ts, "2001:db8:8::1", "x-not-a-key"), credential.ErrNotFound)
+	// One interval later the /48 lets one more through, from a fresh /64.
+	ts.clock.Advance(6 * time.Second / factor)
+	checkErr(t, "a /64 of the /48 after a refill", selfRevoke(t, ts, "2001:db8:7:ff::1", "x-not-a-key"), credential.ErrNotFound)
+}
+
 // TestService_SelfRevoke_OnlyFailuresCount: successful self-revokes (and
 // repeated ones of a revoked key) are refunded, so an address that revokes
 // many keys keeps its whole failure budget.

@@ -320,6 +320,26 @@ func (s *Service) chargeRevokeAttempt(ctx context.Context, addr netip.Addr) (rel
 		return nil, &credential.Error{Kind: credential.ErrRateLimited, Reason: "TOO_MANY_REQUESTS",
 			Message: "Too many failed self-revoke attempts from this address; retry later.", RetryAfter: d.RetryAfter}
 	}
+	// An IPv6 /64 also draws on its /48's budget, networkThrottleFactor
+	// times the address's: rotating through the /64s of one site buys that
+	// much and no more.
+	netKey, netPol := "", pol
+	if n := ratelimit.NetworkKey(addr); n != "" {
+		netKey, netPol.Quota = selfRevokeKeyPrefix+n, pol.Quota*networkThrottleFactor
+		nd, err := s.revokeLimiter.Allow(ctx, netKey, netPol, 1)
+		if err == nil && !nd.Allowed {
+			err = &credential.Error{Kind: credential.ErrRateLimited, Reason: "TOO_MANY_REQUESTS",
+				Message: "Too many failed self-revoke attempts from this network; retry later.", RetryAfter: nd.RetryAfter}
+		} else if err != nil {
+			err = fmt.Errorf("self-revoke throttle: %w: %w", credential.ErrUnavailable, err)
+		}
+		if err != nil {
+			if _, rerr := s.revokeLimiter.Allow(context.WithoutCancel(ctx), key, pol, -1); rerr != nil {
+				s.log.LogAttrs(ctx, slog.LevelWarn, "self-revoke throttle: refund failed", slog.String("error", rerr.Error()))
+			}
+			return nil, err
+		}
+	}
 	return func(err error) {
 		if errors.Is(err, credential.ErrNotFound) {
 			if d.Remaining == 0 {
@@ -331,7 +351,15 @@ func (s *Service) chargeRevokeAttempt(ctx context.Context, addr netip.Addr) (rel
 		if _, rerr := s.revokeLimiter.Allow(context.WithoutCancel(ctx), key, pol, -1); rerr != nil {
 			s.log.LogAttrs(ctx, slog.LevelWarn, "self-revoke throttle: refund failed", slog.String("error", rerr.Error()))
 		}
+		if netKey != "" {
+			if _, rerr := s.revokeLimiter.Allow(context.WithoutCancel(ctx), netKey, netPol, -1); rerr != nil {
+				s.log.LogAttrs(ctx, slog.LevelWarn, "self-revoke throttle: refund failed", slog.String("error", rerr.Error()))
+			}
+		}
 	}, nil
 }
 
 const selfRevokeKeyPrefix = "talos/self-revoke/"
+
+// networkThrottleFactor is how many addresses' budgets an IPv6 /48 gets.
+const networkThrottleFactor = 16

@@ -109,3 +109,16 @@ func AddrKey(a netip.Addr) string {
 		return p.String()
 	}
 }
+
+// NetworkKey is the wider group an IPv6 address's /64 belongs to: its /48,
+// the block a single site (or a free tunnel broker's customer) holds, so an
+// attacker who owns 65,536 /64s still shares one budget. IPv4 and unknown
+// addresses have none: "".
+func NetworkKey(a netip.Addr) string {
+	a = a.Unmap()
+	if !a.IsValid() || a.Is4() {
+		return ""
+	}
+	p, _ := a.WithZone("").Prefix(48)
+	return p.String()
+}

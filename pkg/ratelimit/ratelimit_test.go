@@ -127,3 +127,19 @@ func TestAddrKey(t *testing.T) {
 		t.Errorf("AddrKey(zero) = %q, want unknown", got)
 	}
 }
+
+func TestNetworkKey(t *testing.T) {
+	for addr, want := range map[string]string{
+		"2001:db8:7:ff::1":     "2001:db8:7::/48",
+		"2001:db8:7:0:1::9%e0": "2001:db8:7::/48",
+		"192.0.2.1":            "",
+		"::ffff:192.0.2.1":     "",
+	} {
+		if got := ratelimit.NetworkKey(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("NetworkKey(%s) = %q, want %q", addr, got, want)
+		}
+	}
+	if got := ratelimit.NetworkKey(netip.Addr{}); got != "" {
+		t.Errorf("NetworkKey(unknown) = %q, want none", got)
+	}
+}
