@@ -292,10 +292,16 @@ func TestNewClient_Errors(t *testing.T) {
 		{"key as CA", tlsconf.ClientOptions{CAFile: keyFile}, keyFile},
 		{"missing key", tlsconf.ClientOptions{CertFile: certFile, KeyFile: missing}, missing},
 		{"TLS 1.0", tlsconf.ClientOptions{MinVersion: tls.VersionTLS10}, "TLS"},
+		{"empty CA file", tlsconf.ClientOptions{CAFile: os.DevNull}, os.DevNull},
 	} {
 		_, err := tlsconf.NewClient(tc.o)
 		if err == nil || !strings.Contains(err.Error(), tc.mentions) || strings.Contains(err.Error(), "BEGIN") {
 			t.Errorf("%s: %v, want an error naming %q", tc.name, err, tc.mentions)
+		}
+	}
+	if _, err := os.Stat("/dev/zero"); err == nil {
+		if _, err := tlsconf.NewClient(tlsconf.ClientOptions{CAFile: "/dev/zero"}); err == nil || !strings.Contains(err.Error(), "larger than") {
+			t.Errorf("endless CA file: %v", err)
 		}
 	}
 }

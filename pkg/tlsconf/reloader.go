@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -166,13 +167,33 @@ func readFiles(files []string) ([]os.FileInfo, [][]byte, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("tlsconf: %w", err)
 		}
-		b, err := os.ReadFile(f)
+		b, err := readFile(f)
 		if err != nil {
 			return nil, nil, fmt.Errorf("tlsconf: %w", err)
 		}
 		stats[i], data[i] = fi, b
 	}
 	return stats, data, nil
+}
+
+// maxFileSize bounds what is read of one file: a large CA bundle is a few
+// hundred kilobytes, so more means a wrong path (a device, a log).
+const maxFileSize = 4 << 20
+
+func readFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxFileSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", name, maxFileSize)
+	}
+	return b, nil
 }
 
 // hashContents hashes the files' contents, each prefixed by its length so
