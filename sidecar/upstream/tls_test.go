@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,12 +88,13 @@ func TestClient_TLS(t *testing.T) {
 		client credentials.TransportCredentials // nil: plaintext
 		ok     bool
 		cn     string
+		why    string // in the error, for the operator
 	}{
 		"TLS":                     {client: credentials.NewTLS(&tls.Config{RootCAs: ca.Pool()}), ok: true},
 		"TLS, server name":        {client: credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}), ok: true},
-		"TLS, wrong CA":           {client: credentials.NewTLS(&tls.Config{RootCAs: other.Pool()})},
+		"TLS, wrong CA":           {client: credentials.NewTLS(&tls.Config{RootCAs: other.Pool()}), why: "certificate signed by unknown authority"},
 		"TLS, system roots":       {client: credentials.NewTLS(&tls.Config{})},
-		"TLS, wrong server name":  {client: credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), ServerName: "control-plane.evil.example"})},
+		"TLS, wrong server name":  {client: credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), ServerName: "control-plane.evil.example"}), why: "not control-plane.evil.example"},
 		"TLS, plaintext client":   {},
 		"mTLS":                    {mtls: true, client: credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{sidecarCert}}), ok: true, cn: "talos-sidecar"},
 		"mTLS, no client cert":    {mtls: true, client: credentials.NewTLS(&tls.Config{RootCAs: ca.Pool()})},
@@ -113,6 +115,9 @@ func TestClient_TLS(t *testing.T) {
 			res, err := client.Verify(t.Context(), credential.Presented{Credential: credPrefix + "x"})
 			if !tc.ok {
 				wantOutage(t, res, err)
+				if !strings.Contains(err.Error(), tc.why) {
+					t.Errorf("error %q does not say %q", err, tc.why)
+				}
 				if n := fv.calls.Load(); n != 0 {
 					t.Errorf("%d calls reached the control plane's handler", n)
 				}
