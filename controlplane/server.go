@@ -7,6 +7,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -47,6 +48,12 @@ type Config struct {
 	// messages are capped at HTTP.MaxBodyBytes (at least 1 MiB) unless
 	// Limits.MaxRecvMsgSize is set.
 	Limits serve.Limits
+	// HTTPTLS, GRPCTLS and MetricsTLS, when set, make the listeners serve
+	// TLS with them (the HTTP ones HTTP/2 and HTTP/1.1); nil is
+	// plaintext. They may give their certificates through
+	// GetConfigForClient (pkg/tlsconf's reloading configurations) and ask
+	// for client certificates.
+	HTTPTLS, GRPCTLS, MetricsTLS *tls.Config
 }
 
 // Deps are the collaborators of a Server.
@@ -120,17 +127,17 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.httpSrv = serve.HTTPServer(h, s.httpLn, serve.HTTPTimeouts{})
+	s.httpSrv = serve.HTTPServer(h, s.httpLn, serve.HTTPTimeouts{}, cfg.HTTPTLS)
 
 	mmux := http.NewServeMux()
 	httpapi.Health(mmux, ready)
 	if deps.Registry != nil {
 		mmux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry}))
 	}
-	s.metrics = serve.HTTPServer(mmux, s.metricLn, serve.HTTPTimeouts{Read: 5 * time.Second, Idle: 30 * time.Second, MaxHeaderBytes: 16 << 10})
+	s.metrics = serve.HTTPServer(mmux, s.metricLn, serve.HTTPTimeouts{Read: 5 * time.Second, Idle: 30 * time.Second, MaxHeaderBytes: 16 << 10}, cfg.MetricsTLS)
 
 	auth := cfg.HTTP.Auth
-	s.grpcSrv = grpc.NewServer(append(serve.GRPCOptions(cfg.Limits),
+	s.grpcSrv = grpc.NewServer(append(serve.GRPCOptions(cfg.Limits, cfg.GRPCTLS),
 		// The tap checks the token before a stream's first message is read;
 		// the interceptors check again (defence in depth).
 		grpc.InTapHandle(auth.TapHandle()),
@@ -174,7 +181,7 @@ func (s *Server) Run(ctx context.Context) error {
 			{Name: "HTTP", Server: s.httpSrv, Listener: s.httpLn},
 			{Name: "Metrics", Server: s.metrics, Listener: s.metricLn},
 		},
-		GRPC:            serve.GRPC{Name: "gRPC", Server: s.grpcSrv, Listener: s.grpcLn},
+		GRPC:            serve.GRPC{Name: "gRPC", Server: s.grpcSrv, Listener: s.grpcLn, TLS: s.cfg.GRPCTLS != nil},
 		Tasks:           append([]func(context.Context) error{s.keys.Run}, s.runners...),
 		OnShutdown:      s.health.Shutdown,
 		Timeout:         s.cfg.ShutdownTimeout,

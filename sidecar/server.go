@@ -10,6 +10,7 @@ package sidecar
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +40,12 @@ type Config struct {
 	// Limits bound connections, ext_authz streams and CheckRequest size
 	// (proxy.limits).
 	Limits serve.Limits
+	// ExtAuthzTLS, HTTPTLS and MetricsTLS, when set, make the listeners
+	// serve TLS with them (the HTTP ones HTTP/2 and HTTP/1.1); nil is
+	// plaintext. They may give their certificates through
+	// GetConfigForClient (pkg/tlsconf's reloading configurations) and ask
+	// for client certificates.
+	ExtAuthzTLS, HTTPTLS, MetricsTLS *tls.Config
 }
 
 // Runner is a background task of the sidecar (the pipeline's key refresh,
@@ -122,7 +129,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	// Envoy keeps long-lived HTTP/2 connections to its ext_authz cluster;
 	// GRPCOptions lets them live and keeps them healthy. Envoy opens
 	// another connection when one reaches MaxConcurrentStreams.
-	s.grpcSrv = grpc.NewServer(append(serve.GRPCOptions(cfg.Limits),
+	s.grpcSrv = grpc.NewServer(append(serve.GRPCOptions(cfg.Limits, cfg.ExtAuthzTLS),
 		// Stop waits for running handlers, so nothing touches the caches
 		// after they are closed.
 		grpc.WaitForHandlers(true),
@@ -144,14 +151,14 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		}
 		authz.ServeHTTP(w, r)
 	})
-	s.httpSrv = serve.HTTPServer(front, s.httpLn, serve.HTTPTimeouts{Read: 10 * time.Second, Write: 10 * time.Second, Idle: 120 * time.Second, MaxHeaderBytes: 256 << 10})
+	s.httpSrv = serve.HTTPServer(front, s.httpLn, serve.HTTPTimeouts{Read: 10 * time.Second, Write: 10 * time.Second, Idle: 120 * time.Second, MaxHeaderBytes: 256 << 10}, cfg.HTTPTLS)
 
 	mmux := http.NewServeMux()
 	s.healthRoutes(mmux)
 	if deps.Registry != nil {
 		mmux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry}))
 	}
-	s.metrics = serve.HTTPServer(mmux, s.metricLn, serve.HTTPTimeouts{Read: 5 * time.Second, Idle: 30 * time.Second, MaxHeaderBytes: 16 << 10})
+	s.metrics = serve.HTTPServer(mmux, s.metricLn, serve.HTTPTimeouts{Read: 5 * time.Second, Idle: 30 * time.Second, MaxHeaderBytes: 16 << 10}, cfg.MetricsTLS)
 	return s, nil
 }
 
@@ -207,7 +214,7 @@ func (s *Server) Run(ctx context.Context) error {
 			{Name: "Proxy HTTP", Server: s.httpSrv, Listener: s.httpLn},
 			{Name: "Proxy metrics", Server: s.metrics, Listener: s.metricLn},
 		},
-		GRPC:            serve.GRPC{Name: "ext_authz", Server: s.grpcSrv, Listener: s.grpcLn},
+		GRPC:            serve.GRPC{Name: "ext_authz", Server: s.grpcSrv, Listener: s.grpcLn, TLS: s.cfg.ExtAuthzTLS != nil},
 		Tasks:           tasks,
 		OnShutdown:      s.health.Shutdown,
 		Timeout:         s.cfg.ShutdownTimeout,

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/talos-project/talos/extauthz"
 	"github.com/talos-project/talos/pkg/cache"
@@ -59,9 +61,27 @@ func newProxyCmd(e *env) *cobra.Command {
 	return cmd
 }
 
-// buildProxy assembles a sidecar from its configuration. The returned func
-// releases what it holds.
+// proxyTransport is the transport security of a sidecar's links; nil
+// fields are plaintext (Redis: TLS with the system roots when
+// proxy.cache.redis.tls.enabled).
+type proxyTransport struct {
+	// Upstream secures the one connection to the control plane (the
+	// Verifier calls and the invalidation stream): proxy.upstream_tls.
+	Upstream credentials.TransportCredentials
+	// Redis is the shared cache's TLS configuration.
+	Redis *tls.Config
+	// ExtAuthz, HTTP and Metrics are the listeners' server configurations.
+	ExtAuthz, HTTP, Metrics *tls.Config
+}
+
+// buildProxy assembles a sidecar from its configuration, every link
+// plaintext. The returned func releases what it holds.
 func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sidecar.Server, func(), error) {
+	return buildProxyWith(ctx, pc, log, proxyTransport{})
+}
+
+// buildProxyWith is buildProxy with the transport security of tr.
+func buildProxyWith(ctx context.Context, pc config.Proxy, log *slog.Logger, tr proxyTransport) (*sidecar.Server, func(), error) {
 	var closers []func()
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -75,7 +95,7 @@ func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sideca
 
 	up, err := upstream.New(upstream.Options{
 		Addr: pc.Upstream, Token: pc.UpstreamToken.Value(), Timeout: pc.UpstreamTimeout.D(),
-		Retries: pc.UpstreamRetries, Logger: log,
+		Retries: pc.UpstreamRetries, TransportCredentials: tr.Upstream, Logger: log,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("proxy upstream: %w", err))
@@ -85,10 +105,14 @@ func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sideca
 	var shared cache.Store
 	if r := pc.Cache.Redis; r.Enabled {
 		redis.SetLogger(log)
+		redisTLS := tr.Redis
+		if redisTLS == nil && r.TLS.Enabled {
+			redisTLS = &tls.Config{}
+		}
 		st, err := redis.New(redis.Options{
 			Addrs: r.Addrs, Password: r.Password.Value(), DB: r.DB, PoolSize: r.PoolSize, MinIdleConns: r.MinIdleConns,
 			Timeout: r.Timeout.D(), ConnMaxIdleTime: r.ConnMaxIdleTime.D(), ConnMaxLifetime: r.ConnMaxLifetime.D(),
-			TLS: r.TLS.Enabled, KeyPrefix: r.KeyPrefix,
+			TLSConfig: redisTLS, KeyPrefix: r.KeyPrefix,
 		})
 		if err != nil {
 			return fail(fmt.Errorf("proxy.cache.redis: %w", err))
@@ -114,8 +138,10 @@ func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sideca
 	runners := []sidecar.Runner{pl}
 	var stream *invalidation.Client
 	if pc.Invalidation.Enabled {
+		// The stream shares the upstream's connection, its TLS and its
+		// token; up closes it.
 		stream, err = invalidation.New(pl, invalidation.Options{
-			Addr: pc.Upstream, Token: pc.UpstreamToken.Value(), MaxStaleness: pc.Invalidation.MaxStaleness.D(), Logger: log,
+			Conn: up.Conn(), MaxStaleness: pc.Invalidation.MaxStaleness.D(), Logger: log,
 		})
 		if err != nil {
 			return fail(fmt.Errorf("proxy invalidation: %w", err))
@@ -151,6 +177,7 @@ func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sideca
 	}
 	srv, err := sidecar.New(ctx, sidecar.Config{
 		ExtAuthzAddr: pc.ExtAuthz.Addr(), HTTPAddr: pc.HTTP.Addr(), MetricsAddr: pc.Metrics.Addr(),
+		ExtAuthzTLS: tr.ExtAuthz, HTTPTLS: tr.HTTP, MetricsTLS: tr.Metrics,
 		Limits: listenlimits.Limits{MaxConnections: pc.Limits.MaxConnections, MaxConcurrentStreams: uint32(pc.Limits.MaxConcurrentStreams), MaxRecvMsgSize: pc.Limits.MaxMessageBytes},
 	}, sidecar.Deps{ExtAuthz: az, Upstream: up, Stream: streamState(stream), Runners: runners, Logger: log, Registry: registry})
 	if err != nil {

@@ -1,10 +1,12 @@
 package serve
 
 import (
+	"crypto/tls"
 	"net/http"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 )
 
@@ -38,6 +40,9 @@ const (
 
 	// ReadHeaderTimeout bounds the wait for a request's headers, and
 	// HandshakeTimeout the wait for a new gRPC connection's HTTP/2 preface.
+	// Both include the TLS handshake on a TLS listener: a peer that opens
+	// a connection and never sends its ClientHello is closed when they
+	// run out.
 	ReadHeaderTimeout = 5 * time.Second
 	HandshakeTimeout  = 10 * time.Second
 	// DefaultIdleTimeout closes a keep-alive HTTP connection idle that long.
@@ -88,8 +93,13 @@ type HTTPTimeouts struct {
 
 // HTTPServer returns an http.Server for h on ln with every timeout set and
 // ln told which connections are idle, so that a full listener can make room
-// (see [Listener]).
-func HTTPServer(h http.Handler, ln *Listener, t HTTPTimeouts) *http.Server {
+// (see [Listener]). With a non-nil tlsCfg the server serves TLS (HTTP/2 and
+// HTTP/1.1, by ALPN) when [Run] runs it; nil is plaintext. tlsCfg may give
+// its certificates through GetCertificate or GetConfigForClient (a
+// reloading configuration) rather than Certificates. The TLS handshake
+// counts against the header timeout (the smaller of ReadHeaderTimeout and
+// t.Read).
+func HTTPServer(h http.Handler, ln *Listener, t HTTPTimeouts, tlsCfg *tls.Config) *http.Server {
 	if t.Read <= 0 {
 		t.Read = 15 * time.Second
 	}
@@ -110,16 +120,46 @@ func HTTPServer(h http.Handler, ln *Listener, t HTTPTimeouts) *http.Server {
 		IdleTimeout:       t.Idle,
 		MaxHeaderBytes:    t.MaxHeaderBytes,
 		ConnState:         ln.ConnState,
+		TLSConfig:         alpn(tlsCfg, "h2", "http/1.1"),
 	}
+}
+
+// alpn returns a copy of cfg (nil for nil) whose handshakes offer protos
+// when the configuration they use offers none. net/http adds its protocols
+// to cfg itself but not to the configuration a GetConfigForClient hook
+// returns, so without this every client of a reloading configuration would
+// be held to HTTP/1.1. (gRPC's credentials.NewTLS does the same for "h2".)
+func alpn(cfg *tls.Config, protos ...string) *tls.Config {
+	if cfg == nil {
+		return nil
+	}
+	cfg = cfg.Clone()
+	if get := cfg.GetConfigForClient; get != nil {
+		cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			c, err := get(hello)
+			if err != nil || c == nil || len(c.NextProtos) > 0 {
+				return c, err
+			}
+			c = c.Clone()
+			c.NextProtos = protos
+			return c, nil
+		}
+	}
+	return cfg
 }
 
 // GRPCOptions are the server options that bound a gRPC server's resources:
 // streams per connection, message and metadata size, the handshake, idle
-// connections and keepalive pings. Callers add their interceptors and the
-// like.
-func GRPCOptions(l Limits) []grpc.ServerOption {
+// connections and keepalive pings, and with a non-nil tlsCfg its transport
+// credentials (nil is plaintext). The handshake bound (HandshakeTimeout)
+// covers the TLS handshake. Callers add their interceptors and the like.
+func GRPCOptions(l Limits, tlsCfg *tls.Config) []grpc.ServerOption {
 	l = l.WithDefaults()
-	return []grpc.ServerOption{
+	var creds []grpc.ServerOption
+	if tlsCfg != nil {
+		creds = append(creds, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	return append(creds,
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(l.MaxRecvMsgSize),
 		grpc.MaxHeaderListSize(MaxHeaderListSize),
@@ -130,5 +170,5 @@ func GRPCOptions(l Limits) []grpc.ServerOption {
 		// Clients may ping every 5s, even without calls; faster is a
 		// flood and ends the connection.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	}
+	)
 }

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -23,6 +24,12 @@ import (
 // request is bounded by the server's timeouts. gRPC connections report no
 // idleness, so a full gRPC listener refuses new connections; idle gRPC
 // connections are closed by the keepalive settings of [GRPCOptions].
+//
+// On a TLS listener the same holds: a connection is idle from its accept
+// until its first request's headers are read, TLS handshake included (a
+// peer that connects and never sends its ClientHello holds a slot only
+// until a newer connection needs it, or the handshake times out), and
+// between keep-alive requests, HTTP/2 ones included.
 type Listener struct {
 	net.Listener
 	max int
@@ -84,8 +91,12 @@ func (l *Listener) Accept() (net.Conn, error) {
 }
 
 // ConnState is an http.Server ConnState hook: it tells the listener which
-// connections are idle. [HTTPServer] installs it.
+// connections are idle. [HTTPServer] installs it. A TLS server reports the
+// *tls.Conn over the listener's connection; it is unwrapped.
 func (l *Listener) ConnState(nc net.Conn, s http.ConnState) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
 	c, ok := nc.(*conn)
 	if !ok || c.l != l {
 		return

@@ -25,7 +25,7 @@ func startHTTP(t *testing.T, maxConns int, h http.Handler) (*serve.Listener, *co
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := serve.HTTPServer(h, ln, serve.HTTPTimeouts{})
+	srv := serve.HTTPServer(h, ln, serve.HTTPTimeouts{}, nil)
 	states := &connStates{m: map[string]http.ConnState{}}
 	hook := srv.ConnState
 	srv.ConnState = func(c net.Conn, s http.ConnState) {
@@ -93,6 +93,13 @@ func idleConn(t *testing.T, addr string, states *connStates) net.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return leaveIdle(t, c, states)
+}
+
+// leaveIdle makes one keep-alive HTTP/1.1 request on c and leaves it idle,
+// returning once the server counts it idle. c is closed when the test ends.
+func leaveIdle(t *testing.T, c net.Conn, states *connStates) net.Conn {
+	t.Helper()
 	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -118,8 +125,14 @@ func waitClosed(t *testing.T, c net.Conn) {
 }
 
 func get(addr string) error {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get("http://" + addr + "/")
+	return getURL(&http.Transport{DisableKeepAlives: true}, "http://"+addr+"/")
+}
+
+// getURL makes one GET through tr and wants a 200.
+func getURL(tr *http.Transport, url string) error {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get(url)
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,8 @@ import (
 	"google.golang.org/grpc"
 )
 
-// HTTP is one HTTP server and its bound listener.
+// HTTP is one HTTP server and its bound listener. A server with a
+// TLSConfig (see [HTTPServer]) serves TLS.
 type HTTP struct {
 	Name     string // logged as "<Name> server started"
 	Server   *http.Server
@@ -29,6 +30,9 @@ type GRPC struct {
 	Name     string
 	Server   *grpc.Server
 	Listener net.Listener
+	// TLS says the server has TLS credentials (see [GRPCOptions]); it is
+	// only logged.
+	TLS bool
 }
 
 // Group is what Run runs.
@@ -56,15 +60,24 @@ func Run(ctx context.Context, g Group) error {
 	}
 	for _, h := range g.HTTP {
 		eg.Go(func() error {
-			g.Logger.Info(h.Name+" server started", slog.String("addr", h.Listener.Addr().String()))
-			if err := h.Server.Serve(h.Listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			tls := h.Server.TLSConfig != nil
+			g.Logger.Info(h.Name+" server started", slog.String("addr", h.Listener.Addr().String()), slog.Bool("tls", tls))
+			var err error
+			if tls {
+				// The certificates are in TLSConfig; ServeTLS sets up
+				// HTTP/2 on it, which Serve on a tls.Listener would not.
+				err = h.Server.ServeTLS(h.Listener, "", "")
+			} else {
+				err = h.Server.Serve(h.Listener)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("%s server: %w", h.Name, err)
 			}
 			return nil
 		})
 	}
 	eg.Go(func() error {
-		g.Logger.Info(g.GRPC.Name+" server started", slog.String("addr", g.GRPC.Listener.Addr().String()))
+		g.Logger.Info(g.GRPC.Name+" server started", slog.String("addr", g.GRPC.Listener.Addr().String()), slog.Bool("tls", g.GRPC.TLS))
 		if err := g.GRPC.Server.Serve(g.GRPC.Listener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("%s server: %w", g.GRPC.Name, err)
 		}

@@ -54,9 +54,17 @@ const maxRecvMsgSize = 64 << 20
 
 // Options configures a Client.
 type Options struct {
-	// Addr is the control plane's gRPC address, host:port. Required.
+	// Conn, when set, is the connection to the control plane to open
+	// streams on: the sidecar's one connection, made by sidecar/upstream
+	// (upstream.Client.Conn), which carries the transport security and
+	// the token. The Client does not close it. Addr, Token and
+	// DialOptions must then be empty.
+	Conn grpc.ClientConnInterface
+	// Addr is the control plane's gRPC address, host:port, dialed
+	// (plaintext) when Conn is nil. Required then.
 	Addr string
-	// Token, when set, is sent as "authorization: Bearer <token>" metadata.
+	// Token, when set, is sent as "authorization: Bearer <token>" metadata
+	// on a connection the Client dials.
 	Token string
 	// NodeID identifies this sidecar to the control plane (xDS node ID).
 	// Empty means "<hostname>-<pid>".
@@ -71,7 +79,8 @@ type Options struct {
 	// false. Zero means DefaultMaxStaleness. A stream silent for half of it,
 	// and at least 3s, is presumed dead and replaced.
 	MaxStaleness time.Duration
-	// DialOptions are appended to the client's own.
+	// DialOptions are appended to the client's own, on a connection the
+	// Client dials.
 	DialOptions []grpc.DialOption
 	// Now is the clock of the staleness watchdog; nil means time.Now.
 	Now func() time.Time
@@ -102,8 +111,12 @@ type State struct {
 // concurrent use; Run may run once at a time. Build one with New, run it
 // with Run and Close it when done. The zero value is not usable.
 type Client struct {
-	applier    Applier
-	conn       *grpc.ClientConn
+	applier Applier
+	// conn is the connection the Client dialed, nil on a shared one.
+	conn *grpc.ClientConn
+	// shared reports the state of a shared connection, when it can (a
+	// *grpc.ClientConn can).
+	shared     interface{ GetState() connectivity.State }
 	ads        discoveryv3.AggregatedDiscoveryServiceClient
 	node       *corev3.Node
 	minBackoff time.Duration
@@ -116,6 +129,10 @@ type Client struct {
 	onResync   func()
 
 	running atomic.Bool
+	// closed ends when Close is called.
+	closed      context.Context
+	markClosed  context.CancelFunc
+	closedTwice atomic.Bool
 
 	// Read lock-free, by Fresh and State.
 	fresh     atomic.Bool
@@ -147,20 +164,24 @@ type Client struct {
 	versions map[string]string
 }
 
-// New returns a Client for o.Addr that feeds a. It does not connect: Run
-// does. A nil Applier, an empty Addr, a negative duration or MinBackoff
-// above MaxBackoff is ErrInvalidArgument.
+// New returns a Client that feeds a, on o.Conn or on a connection to
+// o.Addr. It does not connect: Run does. A nil Applier, neither Conn nor
+// Addr (or Conn with Addr, Token or DialOptions), a negative duration or
+// MinBackoff above MaxBackoff is ErrInvalidArgument.
 //
-// The transport is plaintext, like sidecar/upstream's: the sidecar reaches
-// the control plane over loopback or a mesh that encrypts pod-to-pod
-// traffic. mTLS is a follow-up. The bearer token is only as secret as that
-// path.
+// A connection the Client dials is plaintext; the sidecar shares its
+// upstream connection instead (Options.Conn), TLS or mTLS when
+// proxy.upstream_tls says so. A plaintext connection is for a control plane
+// on loopback or behind a mesh that encrypts pod-to-pod traffic; the bearer
+// token is only as secret as that path.
 func New(a Applier, o Options) (*Client, error) {
 	switch {
 	case a == nil:
 		return nil, credential.Invalid("invalidation: an applier is required")
-	case o.Addr == "":
+	case o.Conn == nil && o.Addr == "":
 		return nil, credential.Invalid("invalidation: the control plane address is required")
+	case o.Conn != nil && (o.Addr != "" || o.Token != "" || len(o.DialOptions) > 0):
+		return nil, credential.Invalid("invalidation: a shared connection takes no address, token or dial options")
 	case o.MinBackoff < 0 || o.MaxBackoff < 0 || o.MaxStaleness < 0:
 		return nil, credential.Invalid("invalidation: durations must not be negative")
 	}
@@ -195,10 +216,13 @@ func New(a Applier, o Options) (*Client, error) {
 	}
 	c.node = &corev3.Node{Id: id, Cluster: NodeCluster}
 
-	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
+	c.closed, c.markClosed = context.WithCancel(context.Background())
+	if o.Conn != nil {
+		c.shared, _ = o.Conn.(interface{ GetState() connectivity.State })
+		c.ads = discoveryv3.NewAggregatedDiscoveryServiceClient(o.Conn)
+		return c, nil
 	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	if o.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer{md: map[string]string{"authorization": "Bearer " + o.Token}}))
 	}
@@ -228,7 +252,8 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 	return b.md, nil
 }
 
-// RequireTransportSecurity is false: see New on plaintext transport.
+// RequireTransportSecurity is false: the Client dials only plaintext (see
+// New).
 func (bearer) RequireTransportSecurity() bool { return false }
 
 // OnResync sets f to be called when the client syncs again after Fresh had
@@ -267,9 +292,33 @@ func (c *Client) State() State {
 	return s
 }
 
-// Close closes the connection. A running Run then returns an error wrapping
-// ErrUnavailable; so does a later Run. A second Close returns an error.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close stops the client and closes the connection it dialed (a shared one
+// stays open). A running Run then returns an error wrapping ErrUnavailable;
+// so does a later Run. A second Close returns an error.
+func (c *Client) Close() error {
+	if c.closedTwice.Swap(true) {
+		return errors.New("invalidation: client already closed")
+	}
+	c.markClosed()
+	if c.conn != nil {
+		return c.conn.Close()
+	}
+	return nil
+}
+
+// isClosed reports whether the client, or the connection it streams on,
+// is closed.
+func (c *Client) isClosed() bool {
+	switch {
+	case c.closed.Err() != nil:
+		return true
+	case c.conn != nil:
+		return c.conn.GetState() == connectivity.Shutdown
+	case c.shared != nil:
+		return c.shared.GetState() == connectivity.Shutdown
+	}
+	return false
+}
 
 var errClosed = fmt.Errorf("invalidation: client closed: %w", credential.ErrUnavailable)
 
@@ -282,10 +331,12 @@ func (c *Client) Run(ctx context.Context) error {
 		return credential.Invalid("invalidation: Run is already running")
 	}
 	defer c.running.Store(false)
-	if c.conn.GetState() == connectivity.Shutdown {
+	if c.isClosed() {
 		return errClosed
 	}
+	outer := ctx
 	ctx, cancel := context.WithCancel(ctx)
+	defer context.AfterFunc(c.closed, cancel)()
 	var wg sync.WaitGroup
 	wg.Go(func() { c.watchdog(ctx) })
 	defer func() {
@@ -297,10 +348,10 @@ func (c *Client) Run(ctx context.Context) error {
 	attempt := 0
 	for {
 		synced, err := c.stream(ctx)
-		if ctx.Err() != nil {
+		if outer.Err() != nil {
 			return nil
 		}
-		if c.conn.GetState() == connectivity.Shutdown {
+		if c.isClosed() {
 			return errClosed
 		}
 		if synced {
@@ -313,6 +364,9 @@ func (c *Client) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			if outer.Err() == nil {
+				return errClosed // ctx ends early only on Close
+			}
 			return nil
 		case <-t.C:
 		}
@@ -394,7 +448,9 @@ func (c *Client) stream(ctx context.Context) (bool, error) {
 		c.synced.Store(false)
 	}()
 
-	s, err := c.ads.DeltaAggregatedResources(ctx)
+	// The size bound is a call option, so that it holds on a shared
+	// connection too.
+	s, err := c.ads.DeltaAggregatedResources(ctx, grpc.MaxCallRecvMsgSize(maxRecvMsgSize))
 	if err != nil {
 		return false, err
 	}

@@ -11,7 +11,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -345,6 +347,11 @@ func TestClient_Run_Misuse(t *testing.T) {
 func TestNew_Invalid(t *testing.T) {
 	t.Parallel()
 	a := &fakeApplier{}
+	shared, err := grpc.NewClient("127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
 	for name, tc := range map[string]struct {
 		a invalidation.Applier
 		o invalidation.Options
@@ -355,6 +362,9 @@ func TestNew_Invalid(t *testing.T) {
 		"negative staleness": {a: a, o: invalidation.Options{Addr: "127.0.0.1:1", MaxStaleness: -1}},
 		"min above max":      {a: a, o: invalidation.Options{Addr: "127.0.0.1:1", MinBackoff: time.Second, MaxBackoff: time.Millisecond}},
 		"min above default":  {a: a, o: invalidation.Options{Addr: "127.0.0.1:1", MinBackoff: time.Minute}},
+		"conn and address":   {a: a, o: invalidation.Options{Conn: shared, Addr: "127.0.0.1:1"}},
+		"conn and token":     {a: a, o: invalidation.Options{Conn: shared, Token: "t"}},
+		"conn and dial opts": {a: a, o: invalidation.Options{Conn: shared, DialOptions: []grpc.DialOption{grpc.WithUserAgent("x")}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -353,7 +353,9 @@ func (c *fakeClock) advance(d time.Duration) {
 // unless o sets Now, and closes it when the test ends.
 func newTestClient(t *testing.T, f *fakeADS, a invalidation.Applier, o invalidation.Options) *invalidation.Client {
 	t.Helper()
-	o.Addr = f.addr
+	if o.Conn == nil {
+		o.Addr = f.addr
+	}
 	if o.NodeID == "" {
 		o.NodeID = "node-1"
 	}

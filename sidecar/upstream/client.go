@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
@@ -33,8 +34,15 @@ type Options struct {
 	// DNS). Required.
 	Addr string
 	// Token, when set, is sent as "authorization: Bearer <token>" metadata
-	// on every call.
+	// on every call made on the connection, the invalidation stream's
+	// included when it shares the connection (see Conn).
 	Token string
+	// TransportCredentials secure the connection: credentials.NewTLS with
+	// the control plane's CA (RootCAs), its name (ServerName) and, for
+	// mTLS, the sidecar's certificate. Nil is plaintext. With TLS the
+	// token is never sent on a connection that is not (gRPC refuses the
+	// call).
+	TransportCredentials credentials.TransportCredentials
 	// Timeout bounds each attempt; the caller's deadline, when earlier,
 	// wins. Zero means DefaultTimeout.
 	Timeout time.Duration
@@ -81,10 +89,12 @@ var (
 // up wait for it within their Timeout. An empty Addr or a negative duration
 // is ErrInvalidArgument.
 //
-// The transport is plaintext: the sidecar is meant to reach the control
-// plane over loopback or a service mesh that encrypts pod-to-pod traffic.
-// mTLS is a follow-up. The bearer token is therefore only as secret as that
-// network path.
+// With o.TransportCredentials the connection is TLS (or mTLS): a control
+// plane whose certificate does not verify is never reached, and every call
+// fails with ErrUnavailable (an outage: the sidecar fails closed), never
+// with a verdict. Without them it is plaintext, for a control plane on
+// loopback or behind a mesh that encrypts pod-to-pod traffic; the bearer
+// token is then only as secret as that network path.
 //
 // Keepalive pings go out after 60s without reads while a call is in flight
 // (not on an idle connection, which the control plane's default gRPC
@@ -120,8 +130,12 @@ func New(o Options) (*Client, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
+	creds := o.TransportCredentials
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 10 * time.Second}),
 		// Retries are this package's, counted by Calls; a service config
 		// published in DNS must not add a retry policy of its own. (gRPC's
@@ -130,7 +144,10 @@ func New(o Options) (*Client, error) {
 		grpc.WithDisableServiceConfig(),
 	}
 	if o.Token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer{md: map[string]string{"authorization": "Bearer " + o.Token}}))
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer{
+			md:     map[string]string{"authorization": "Bearer " + o.Token},
+			secure: creds.Info().SecurityProtocol != insecure.NewCredentials().Info().SecurityProtocol,
+		}))
 	}
 	opts = append(opts, o.DialOptions...)
 	conn, err := grpc.NewClient(o.Addr, opts...)
@@ -146,14 +163,21 @@ func New(o Options) (*Client, error) {
 
 // bearer sends the sidecar's token. The map is shared by all calls; gRPC
 // only reads it.
-type bearer struct{ md map[string]string }
+type bearer struct {
+	md map[string]string
+	// secure: the connection has transport security, so the token must
+	// not go out without it.
+	secure bool
+}
 
 func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
 	return b.md, nil
 }
 
-// RequireTransportSecurity is false: see New on plaintext transport.
-func (bearer) RequireTransportSecurity() bool { return false }
+// RequireTransportSecurity is true on a TLS connection, so that gRPC
+// refuses to send the token without TLS, and false on a plaintext one (see
+// New).
+func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
 func fullJitter(bound time.Duration) time.Duration {
 	if bound <= 0 {
@@ -184,8 +208,14 @@ func (c *Client) Ready() bool {
 // Calls returns the number of RPC attempts made so far, retries included.
 func (c *Client) Calls() uint64 { return c.calls.Load() }
 
-// Close closes the connection. Calls in flight and later calls fail with
-// ErrUnavailable. A second Close returns an error.
+// Conn returns the client's connection to the control plane, for the
+// sidecar's other client of it (the invalidation stream, through
+// invalidation.Options.Conn), so that the sidecar holds one connection, one
+// TLS session and one token. The Client owns it: Close closes it.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// Close closes the connection, shared or not. Calls in flight and later
+// calls fail with ErrUnavailable. A second Close returns an error.
 func (c *Client) Close() error {
 	return c.conn.Close()
 }

@@ -12,6 +12,12 @@
 // UNAVAILABLE (and an attempt that hit its own Timeout) is retried with
 // jittered exponential backoff, within the caller's deadline.
 //
+// The connection is TLS or mTLS when Options.TransportCredentials say so,
+// plaintext otherwise. It is the sidecar's one connection to the control
+// plane: the invalidation stream shares it (Client.Conn). A failed
+// handshake (a wrong CA, say) is an outage like a refused connection:
+// ErrUnavailable, never a verdict.
+//
 // The raw credential is sent to the control plane and nowhere else: it
 // never appears in an error or a log line of this package.
 //

@@ -71,13 +71,15 @@ type testServer struct {
 	srv  *grpc.Server
 }
 
-func newTestServer(t *testing.T, v *fakeVerifier, d *fakeDerivedKeys) *testServer {
+// newTestServer is a real gRPC server on 127.0.0.1:0 serving v and d, with
+// opts (TLS credentials, say).
+func newTestServer(t testing.TB, v *fakeVerifier, d *fakeDerivedKeys, opts ...grpc.ServerOption) *testServer {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	if v != nil {
 		sidecarpb.RegisterVerifierServer(srv, v)
 	}

@@ -44,9 +44,13 @@ type Options struct {
 	// ConnMaxIdleTime and ConnMaxLifetime recycle connections; zero keeps
 	// go-redis's defaults (30 minutes idle, no maximum age).
 	ConnMaxIdleTime, ConnMaxLifetime time.Duration
-	// TLS turns on TLS (1.2 or later) with the system roots, checking the
-	// server's name against the host of its address.
-	TLS bool
+	// TLSConfig, when set, turns on TLS with it: RootCAs (nil: the system
+	// roots), ServerName (empty: the host of each address) and, for a
+	// Redis that requires client certificates, Certificates or
+	// GetClientCertificate. A server that fails verification is never
+	// used: the Store does not fall back to plaintext. Nil is plaintext.
+	// New copies it.
+	TLSConfig *tls.Config
 	// KeyPrefix is put before every key, to share a Redis between uses
 	// (for instance "talos:verdict:").
 	KeyPrefix string
@@ -94,8 +98,9 @@ func New(o Options) (*Store, error) {
 		// Honour the caller's deadline, not only Timeout.
 		ContextTimeoutEnabled: true,
 	}
-	if o.TLS {
-		u.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.TLSConfig != nil {
+		u.TLSConfig = o.TLSConfig.Clone()
+		u.TLSConfig.MinVersion = max(u.TLSConfig.MinVersion, tls.VersionTLS12)
 	}
 	// One address gives a *goredis.Client, several a *goredis.ClusterClient.
 	return NewFromClient(goredis.NewUniversalClient(u), o.KeyPrefix), nil
