@@ -12,6 +12,7 @@ import (
 	"time"
 
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -65,7 +66,9 @@ func reached(context.Context, any, *grpc.UnaryServerInfo, grpc.UnaryHandler) (an
 	return &emptypb.Empty{}, nil
 }
 
-func reachedStream(any, grpc.ServerStream, *grpc.StreamServerInfo, grpc.StreamHandler) error { return nil }
+func reachedStream(any, grpc.ServerStream, *grpc.StreamServerInfo, grpc.StreamHandler) error {
+	return nil
+}
 
 // startTLS serves the admin API, the Verifier and xDS over TLS on a loopback
 // port, behind a's tap handle and interceptors as controlplane.New wires
@@ -306,6 +309,33 @@ func TestGRPC_XFCC(t *testing.T) {
 		}
 		if got := callCode(t, conn, "delete", md...); got != tc.del {
 			t.Errorf("%s, delete: %v, want %v", tc.name, got, tc.del)
+		}
+	}
+}
+
+// TestGRPC_AuthEnvelopes: over TLS, the 401 and 403 statuses carry the
+// AIP-193 ErrorInfo.
+func TestGRPC_AuthEnvelopes(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	addr := startTLS(t, p, mustAuth(t, grpcapi.AuthConfig{Identities: rules}), tls.VerifyClientCertIfGiven)
+	for _, tc := range []struct {
+		client string
+		code   codes.Code
+		reason string
+	}{{"", unauth, "UNAUTHORIZED"}, {"nobody", unauth, "UNAUTHORIZED"}, {"sidecar", deny, "FORBIDDEN"}, {"verifier", deny, "FORBIDDEN"}} {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		_, err := pb.NewApiKeysClient(dial(t, p, addr, p.clients[tc.client])).AdminIssueApiKey(ctx, &pb.IssueApiKeyRequest{})
+		cancel()
+		st := status.Convert(err)
+		var info *errdetails.ErrorInfo
+		for _, d := range st.Details() {
+			if i, ok := d.(*errdetails.ErrorInfo); ok {
+				info = i
+			}
+		}
+		if st.Code() != tc.code || info == nil || info.GetReason() != tc.reason || info.GetDomain() == "" {
+			t.Errorf("%q certificate: %v %v, want %v with ErrorInfo %s", tc.client, st.Code(), st.Details(), tc.code, tc.reason)
 		}
 	}
 }
