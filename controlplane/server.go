@@ -39,8 +39,8 @@ type Config struct {
 	HTTPAddr    string // API (HTTP/JSON), default port 4420
 	GRPCAddr    string // API (gRPC), default port 4421
 	MetricsAddr string // metrics + health, default port 4422
-	// HTTP configures the HTTP API; its Auth (admin and sidecar tokens) is
-	// the rule of the gRPC listener too.
+	// HTTP configures the HTTP API; its Auth (tokens, certificate
+	// identities, roles) is the rule of the gRPC listener too.
 	HTTP httpapi.Options
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration
@@ -138,8 +138,10 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 
 	auth := cfg.HTTP.Auth
 	s.grpcSrv = grpc.NewServer(append(serve.GRPCOptions(cfg.Limits, cfg.GRPCTLS),
-		// The tap checks the token before a stream's first message is read;
-		// the interceptors check again (defence in depth).
+		// The tap runs the whole rule (token and certificate: the peer is
+		// in its context, see Auth.TapHandle) before a stream's first
+		// message is read; the interceptors check again on every call
+		// (defence in depth).
 		grpc.InTapHandle(auth.TapHandle()),
 		grpc.ChainUnaryInterceptor(recoverUnary(log), auth.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(recoverStream(log), auth.StreamInterceptor()),

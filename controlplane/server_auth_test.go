@@ -76,7 +76,7 @@ func start(t *testing.T, cfg controlplane.Config, d controlplane.Deps) *grpc.Cli
 // and buffers, the message.
 func TestGRPC_TokenCheckedBeforeTheMessageIsRead(t *testing.T) {
 	t.Parallel()
-	auth := grpcapi.Auth{Admin: grpcapi.NewTokens([]string{adminToken})}
+	auth := grpcapi.NewTokenAuth([]string{adminToken}, nil)
 	conn := start(t, controlplane.Config{HTTP: httpapi.Options{Auth: auth, MaxBodyBytes: 1 << 20}}, deps(t))
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()

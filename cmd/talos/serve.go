@@ -221,12 +221,12 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 	for _, t := range cfg.Serve.Admin.Auth.SidecarTokens {
 		sidecarTokens = append(sidecarTokens, t.Value())
 	}
-	auth := grpcapi.Auth{Admin: grpcapi.NewTokens(tokens), Sidecar: grpcapi.NewTokens(sidecarTokens)}
+	auth := grpcapi.NewTokenAuth(tokens, sidecarTokens)
 	if mode != httpapi.ModePublic {
 		switch {
-		case !auth.Admin.Configured() && auth.Sidecar.Configured():
+		case !auth.AdminEnforced() && auth.SidecarEnforced():
 			log.Warn("ADMIN API OPEN: serve.admin.auth.sidecar_tokens is set but serve.admin.auth.bearer_tokens is not, so the sidecar protocol needs a token while the admin API (issue, import, revoke, verify) answers every caller: set bearer_tokens")
-		case !auth.Admin.Configured():
+		case !auth.AdminEnforced():
 			log.Warn("the admin API has no authentication: keep it on a private network or set serve.admin.auth.bearer_tokens")
 		}
 	}
@@ -294,7 +294,7 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		return err
 	}
 	listeners := controlPlaneListeners(httpAddr, grpcAddr, metricsAddr, mode != httpapi.ModePublic,
-		auth.Admin.Configured(), auth.Admin.Configured() || auth.Sidecar.Configured())
+		auth.AdminEnforced(), auth.SidecarEnforced())
 	if !withProxy {
 		warnExposed(log, listeners)
 		return srv.Run(ctx)

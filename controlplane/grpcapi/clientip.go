@@ -2,7 +2,6 @@ package grpcapi
 
 import (
 	"context"
-	"net"
 	"net/netip"
 
 	"google.golang.org/grpc/peer"
@@ -23,15 +22,8 @@ func clientIP(ctx context.Context) netip.Addr {
 	if a, ok := ctx.Value(clientIPKey{}).(netip.Addr); ok {
 		return a
 	}
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		if ta, ok := p.Addr.(*net.TCPAddr); ok {
-			if a, ok := netip.AddrFromSlice(ta.IP); ok {
-				return a.Unmap()
-			}
-		}
-		if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
-			return ap.Addr().Unmap()
-		}
+	if p, ok := peer.FromContext(ctx); ok {
+		return peerAddr(p)
 	}
 	return netip.Addr{}
 }

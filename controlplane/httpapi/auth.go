@@ -12,17 +12,22 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/talos-project/talos/controlplane/grpcapi"
+	"github.com/talos-project/talos/pkg/credential"
 )
 
 // requestInfo travels in the request context from the outermost middleware
 // down to the gateway and back: the route the request resolved to (for the
-// log, which never carries the raw path) and its Host (for hostPolicy).
+// log, which never carries the raw path), its Host (for hostPolicy) and what
+// it presents to the auth rule.
 type requestInfo struct {
 	route string
 	host  string
+	// caller is taken from the *http.Request itself (its connection and
+	// headers), never from the gRPC metadata the gateway builds: no header
+	// a client sends can become another part of the caller than its own.
+	caller grpcapi.Caller
 	// pattern is the gateway route matched, when the request never got to
 	// a service call (which records its template in route); rendered only
 	// for the log.
@@ -34,9 +39,22 @@ type requestInfoKey struct{}
 
 func withRequestInfo(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		info := &requestInfo{host: r.Host}
+		info := &requestInfo{host: r.Host, caller: callerOf(r)}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info)))
 	})
+}
+
+// callerOf is what r presents to the auth rule: its first Authorization
+// value, the TLS state of its connection, the address of the direct TCP peer
+// (never a forwarded one: the peer decides whether x-forwarded-client-cert
+// is trusted) and its x-forwarded-client-cert values.
+func callerOf(r *http.Request) grpcapi.Caller {
+	return grpcapi.Caller{
+		Authorization: r.Header.Get("Authorization"),
+		TLS:           r.TLS,
+		Peer:          credential.ParseAddr(r.RemoteAddr),
+		XFCC:          r.Header.Values(grpcapi.XFCCHeader),
+	}
 }
 
 func infoFrom(ctx context.Context) *requestInfo {
@@ -76,11 +94,11 @@ func gatewayRoute(next runtime.HandlerFunc) runtime.HandlerFunc {
 }
 
 // errMisdirected refuses an admin call whose Host is not one of ours while
-// the admin API is unauthenticated (a DNS-rebinding page): 421.
+// the admin API is open (a DNS-rebinding page): 421.
 var errMisdirected = errors.New("host not allowed")
 
-// hostPolicy is the set of Host names the admin surface answers while no
-// admin token is configured: loopback names and addresses, the bound host
+// hostPolicy is the set of Host names the admin surface answers while it is
+// open (no credential reaching it is configured): loopback names and addresses, the bound host
 // when it is specific, and serve.http.allowed_hosts. Ports are ignored.
 type hostPolicy struct {
 	names map[string]bool
@@ -134,23 +152,23 @@ func (p hostPolicy) allows(host string) bool {
 
 // authorize returns the interceptor every gateway call runs through: the one
 // auth rule (grpcapi.Auth, keyed by the RPC full method name the route
-// resolved to), then, while the admin API is unauthenticated, the Host check
-// of the admin surface.
-func authorize(auth grpcapi.Auth, hosts hostPolicy) grpc.UnaryServerInterceptor {
+// resolved to, given the caller the outermost middleware took from the
+// request), then, while the admin API is open, the Host check of the admin
+// surface. It never reads the call's metadata.
+func authorize(auth *grpcapi.Auth, hosts hostPolicy) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if tmpl, ok := runtime.HTTPPathPattern(ctx); ok {
 			setRoute(ctx, tmpl)
 		}
-		md, _ := metadata.FromIncomingContext(ctx)
-		var authz string
-		if v := md.Get("authorization"); len(v) > 0 {
-			authz = v[0]
+		ri := infoFrom(ctx)
+		var caller grpcapi.Caller // none: a call that did not come through the handler proves nothing
+		if ri != nil {
+			caller = ri.caller
 		}
-		if err := auth.Check(info.FullMethod, authz); err != nil {
+		if err := auth.Check(info.FullMethod, caller); err != nil {
 			return nil, err
 		}
-		if grpcapi.SurfaceOf(info.FullMethod) == grpcapi.SurfaceAdmin && !auth.Admin.Configured() {
-			ri := infoFrom(ctx)
+		if grpcapi.SurfaceOf(info.FullMethod) == grpcapi.SurfaceAdmin && !auth.AdminEnforced() {
 			if ri == nil || !hosts.allows(ri.host) {
 				return nil, errMisdirected
 			}

@@ -26,7 +26,7 @@ func bearer(tok string) string { return "Bearer " + tok }
 // token never does.
 func TestHandler_AuthByResolvedMethod(t *testing.T) {
 	t.Parallel()
-	both := grpcapi.Auth{Admin: grpcapi.NewTokens([]string{adminToken}), Sidecar: grpcapi.NewTokens([]string{sidecarToken})}
+	both := grpcapi.NewTokenAuth([]string{adminToken}, []string{sidecarToken})
 	h := newTestHandler(t, httpapi.Options{Auth: both})
 
 	list := "/v2alpha1/admin/issuedApiKeys"
@@ -87,7 +87,7 @@ func TestHandler_AuthByResolvedMethod(t *testing.T) {
 
 	// Only sidecar tokens: the admin API stays open, but never to a sidecar
 	// token.
-	side := newTestHandler(t, httpapi.Options{Auth: grpcapi.Auth{Sidecar: grpcapi.NewTokens([]string{sidecarToken})}})
+	side := newTestHandler(t, httpapi.Options{Auth: grpcapi.NewTokenAuth(nil, []string{sidecarToken})})
 	if w := serve(side, "GET", list, nil); w.Code != http.StatusOK {
 		t.Errorf("sidecar tokens only, no token = %d, want 200 (admin API open)", w.Code)
 	}
@@ -158,7 +158,7 @@ func TestHandler_HostCheck(t *testing.T) {
 	if w := serve(newTestHandler(t, httpapi.Options{BindHost: "0.0.0.0"}), "GET", list, nil, "Host", "0.0.0.0"); w.Code != 421 {
 		t.Errorf("Host 0.0.0.0 with bind 0.0.0.0 = %d, want 421", w.Code)
 	}
-	auth := newTestHandler(t, httpapi.Options{Auth: grpcapi.Auth{Admin: grpcapi.NewTokens([]string{adminToken})}})
+	auth := newTestHandler(t, httpapi.Options{Auth: grpcapi.NewTokenAuth([]string{adminToken}, nil)})
 	if w := serve(auth, "GET", list, nil, "Host", "evil.example", "Authorization", bearer(adminToken)); w.Code != 200 {
 		t.Errorf("authenticated admin call under any Host = %d, want 200", w.Code)
 	}

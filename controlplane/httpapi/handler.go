@@ -33,11 +33,12 @@ type Options struct {
 	// ExcludeHealthFromLog keeps health probes out of the request log.
 	ExcludeHealthFromLog bool
 	// Auth decides who may call which method: the same rule, keyed by the
-	// same RPC full method names, as on the gRPC listener.
-	Auth grpcapi.Auth
+	// same RPC full method names, as on the gRPC listener. Nil configures
+	// nothing: everything is open.
+	Auth *grpcapi.Auth
 	// AllowedHosts (serve.http.allowed_hosts) are the Host names, besides
 	// loopback ones and a specific BindHost, that the admin surface answers
-	// while no admin token is configured.
+	// while it is open (Auth.AdminEnforced is false).
 	AllowedHosts []string
 	// BindHost is serve.http.host.
 	BindHost string
@@ -91,8 +92,9 @@ func New(ctx context.Context, opts Options, deps Deps) (http.Handler, error) {
 			return nil
 		}),
 		// Only our own headers reach the services; nothing from the client
-		// is forwarded as gRPC metadata (but Authorization, which the
-		// gateway always passes on, for the auth rule).
+		// is forwarded as gRPC metadata (but Authorization and
+		// X-Forwarded-For/Host, which the gateway always passes on; the
+		// auth rule reads none of it, see callerOf).
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		// No form-encoded POST is turned into a GET or another method

@@ -42,10 +42,11 @@ func (c *inProcess) register(desc *grpc.ServiceDesc, impl any) {
 	}
 }
 
-// Invoke calls the method. The gateway's outgoing metadata (the
-// Authorization header among it) becomes the call's incoming metadata, as on
-// the wire. Call options (header and trailer capture) are ignored: no
-// service metadata is forwarded to HTTP clients.
+// Invoke calls the method. The gateway's outgoing metadata becomes the
+// call's incoming metadata, as on the wire; the auth rule does not read it
+// (the caller travels in the request context, see callerOf). Call options
+// (header and trailer capture) are ignored: no service metadata is
+// forwarded to HTTP clients.
 func (c *inProcess) Invoke(ctx context.Context, method string, args, reply any, _ ...grpc.CallOption) error {
 	m, ok := c.methods[method]
 	if !ok {
