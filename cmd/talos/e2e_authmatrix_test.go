@@ -115,6 +115,16 @@ type matrixEnv struct {
 	proxy  *testProxy
 	conn   *grpc.ClientConn // to the control plane's gRPC listener
 	secret string           // a valid issued key
+	// client sends the HTTP probes (the caller's TLS, say); nil is a plain
+	// client.
+	client *http.Client
+}
+
+func (e *matrixEnv) httpClient() *http.Client {
+	if e.client != nil {
+		return e.client
+	}
+	return &http.Client{Timeout: 10 * time.Second}
 }
 
 type matrixSurface struct {
@@ -215,7 +225,7 @@ var matrixSurfaces = []matrixSurface{
 		if authz != "" {
 			req.Header.Set("Proxy-Authorization", authz)
 		}
-		return doProbe(req, 200)
+		return doProbe(e.httpClient(), req, 200)
 	}},
 	{"sidecar HTTP verify proxy", kindOpen, httpProbe("POST", "proxy.http", "/v2alpha1/admin/apiKeys:verify", `{"credential":"SECRET"}`, 200)},
 	{"sidecar metrics", kindOpen, httpProbe("GET", "proxy.metrics", "/metrics", "", 200)},
@@ -242,12 +252,12 @@ func httpProbe(method, base, path, body string, ok int) func(context.Context, *m
 		if authz != "" {
 			req.Header.Set("Authorization", authz)
 		}
-		return doProbe(req, ok)
+		return doProbe(e.httpClient(), req, ok)
 	}
 }
 
-func doProbe(req *http.Request, ok int) (outcome, error) {
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+func doProbe(c *http.Client, req *http.Request, ok int) (outcome, error) {
+	resp, err := c.Do(req)
 	if err != nil {
 		return "", err
 	}
