@@ -47,6 +47,11 @@ import (
 // plaintext request on a TLS listener.
 const noHandshake outcome = "handshake failure"
 
+// tlsNoRevokeThrottle lets every caller of a matrix self-revoke an unknown
+// key: the throttle of failed self-revokes per address would answer 429 to
+// the later callers, all on 127.0.0.1.
+const tlsNoRevokeThrottle = "TALOS_SERVE_SELF_SERVICE_REVOKE_THROTTLE_ENABLED=false"
+
 const tlsWrongToken = "tls-wrong-token-long-enough-0123456789abcdef"
 
 // tlsToken is the bearer token of a role, in the configurations that list
@@ -493,8 +498,10 @@ func callerEnv(t *testing.T, p *tlsPKI, base *matrixEnv, k tlsCaller) *matrixEnv
 		if k.maxTLS12 {
 			cfg.MaxVersion = tls.VersionTLS12
 		}
-		creds = credentials.NewTLS(cfg)
-		e.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}}
+		// Each user gets its own copy: http.Transport adds its ALPN
+		// protocols to the configuration it is given.
+		creds = credentials.NewTLS(cfg.Clone())
+		e.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg.Clone(), ForceAttemptHTTP2: true}}
 	}
 	conn, err := grpc.NewClient(srv.grpc, grpc.WithTransportCredentials(creds))
 	if err != nil {
@@ -567,6 +574,7 @@ func TestE2E_TLSAuthMatrix(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
+	t.Parallel() // with the other TLS tests: the rotation mostly waits out the check interval
 	surfaces := tlsSurfaces(t)
 	names := make([]string, len(tlsCallers))
 	for i, k := range tlsCallers {
@@ -575,7 +583,7 @@ func TestE2E_TLSAuthMatrix(t *testing.T) {
 	for _, cfg := range tlsMatrixConfigs {
 		t.Run(cfg.name, func(t *testing.T) {
 			p := newTLSPKI(t)
-			srv := startTLSServer(t, append(serverTLSEnv(p, cfg.clientAuth), cfg.env(p)...)...)
+			srv := startTLSServer(t, append(serverTLSEnv(p, cfg.clientAuth), append(cfg.env(p), tlsNoRevokeThrottle)...)...)
 			base := &matrixEnv{srv: srv}
 
 			// The key, issued by the setup caller over HTTPS.
@@ -627,6 +635,7 @@ func TestE2E_TLSSidecarWrongCAFailsClosed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
+	t.Parallel() // with the other TLS tests: the rotation mostly waits out the check interval
 	p := newTLSPKI(t)
 	admin := tlsToken("admin")
 	srv := startServer(t,
@@ -690,6 +699,7 @@ func TestE2E_TLSRotationUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
+	t.Parallel() // with the other TLS tests: the rotation mostly waits out the check interval
 	ca1, ca2 := tlstest.NewCA(t, "rotation CA 1"), tlstest.NewCA(t, "rotation CA 2")
 	leaves := []*tlstest.Leaf{ca1.Server(t), ca1.Server(t), ca2.Server(t)}
 	cas := []*tlstest.CA{ca1, ca1, ca2}
@@ -708,7 +718,7 @@ func TestE2E_TLSRotationUnderLoad(t *testing.T) {
 	srv := startTLSServer(t, append(env, "TALOS_SERVE_ADMIN_AUTH_BEARER_TOKENS="+string(tokens))...)
 	cfg := clientConfig(t, nil, ca1, ca2)
 	c := sdk(srv.http)
-	c.GetConfig().HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+	c.GetConfig().HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg.Clone()}}
 	c.GetConfig().AddDefaultHeader("Authorization", "Bearer "+admin)
 	secret, _ := issueKey(t, c, "read")
 
@@ -796,14 +806,16 @@ func startRotationLoad(t *testing.T, srv *testServer, cfg *tls.Config, secret, t
 		return ti.State.PeerCertificates[0], nil
 	}
 	dial := func() *grpc.ClientConn {
-		conn, err := grpc.NewClient(srv.grpc, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		conn, err := grpc.NewClient(srv.grpc, grpc.WithTransportCredentials(credentials.NewTLS(cfg.Clone())))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return conn
 	}
-	keepAlive := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}}
-	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
+	// A copy of cfg each: http.Transport adds its ALPN protocols to the
+	// configuration it is given.
+	keepAlive := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg.Clone(), ForceAttemptHTTP2: true}}
+	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg.Clone(), DisableKeepAlives: true}}
 	shared := dial()
 	t.Cleanup(func() { shared.Close() })
 	workers := map[string]func() (string, *x509.Certificate, error){
@@ -924,6 +936,7 @@ func TestE2E_XFCC(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
+	t.Parallel() // with the other TLS tests: the rotation mostly waits out the check interval
 	surfaces := tlsSurfaces(t)
 	names := make([]string, len(xfccCallers))
 	for i, k := range xfccCallers {
@@ -934,7 +947,7 @@ func TestE2E_XFCC(t *testing.T) {
 		trusted bool // the test's peer address is in from
 	}{{"127.0.0.1/32", true}, {"10.0.0.0/8", false}} {
 		t.Run("trusted from "+cfg.from, func(t *testing.T) {
-			srv := startServer(t, "TALOS_SERVE_ADMIN_AUTH_IDENTITIES="+tlsIdentitiesJSON(),
+			srv := startServer(t, tlsNoRevokeThrottle, "TALOS_SERVE_ADMIN_AUTH_IDENTITIES="+tlsIdentitiesJSON(),
 				"TALOS_SERVE_ADMIN_AUTH_BEARER_TOKENS="+tlsToken("admin"),
 				"TALOS_SERVE_ADMIN_AUTH_TRUST_XFCC=true", "TALOS_SERVE_ADMIN_AUTH_XFCC_ALLOW_FROM="+cfg.from)
 			conn, err := grpc.NewClient(srv.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
