@@ -148,9 +148,11 @@ type tlsSurface struct {
 	method string
 }
 
-var (
+// Keys that do not exist: get, revoke and delete answer NOT_FOUND once the
+// caller is let through, and change nothing.
+const (
 	tlsNoSuchIssued   = "00000000-0000-4000-8000-000000000000"
-	tlsNoSuchImported = strings.Repeat("0", 64)
+	tlsNoSuchImported = "0000000000000000000000000000000000000000000000000000000000000000"
 )
 
 // tlsSurfaces reuses the surfaces of the auth matrix that reach the control
@@ -281,12 +283,12 @@ type tlsCert struct {
 
 // tlsPKI is the CAs, files and certificates of one test.
 type tlsPKI struct {
-	ca, wrong              *tlstest.CA
-	caFile                 string
-	serverCert, serverKey  string
-	certs                  map[string]tlsCert
-	wrongCAFile, dir       string
-	sidecarCert, sidecarKy string
+	ca, wrong               *tlstest.CA
+	dir                     string
+	caFile, wrongCAFile     string
+	serverCert, serverKey   string
+	sidecarCert, sidecarKey string
+	certs                   map[string]tlsCert
 }
 
 func newTLSPKI(t *testing.T) *tlsPKI {
@@ -318,7 +320,7 @@ func newTLSPKI(t *testing.T) *tlsPKI {
 		// The admin identity from the right CA, but for servers only.
 		"server EKU": {p.ca.Issue(t, tlstest.Options{CommonName: "admin", Organization: ops, URIs: []string{spiffeID("x", "admin")}, Server: true}), false, "admin"},
 	}
-	p.sidecarCert, p.sidecarKy = p.certs["sidecar"].leaf.Write(t, p.dir, "sidecar")
+	p.sidecarCert, p.sidecarKey = p.certs["sidecar"].leaf.Write(t, p.dir, "sidecar")
 	return p
 }
 
@@ -397,7 +399,7 @@ var tlsMatrixConfigs = []tlsMatrixConfig{
 		name: "mTLS require, certificate identities", clientAuth: "require", identities: true,
 		env: func(*tlsPKI) []string { return []string{"TALOS_SERVE_ADMIN_AUTH_IDENTITIES=" + tlsIdentitiesJSON()} },
 		proxyEnv: func(p *tlsPKI) []string {
-			return []string{"TALOS_PROXY_UPSTREAM_TLS_CERT_FILE=" + p.sidecarCert, "TALOS_PROXY_UPSTREAM_TLS_KEY_FILE=" + p.sidecarKy}
+			return []string{"TALOS_PROXY_UPSTREAM_TLS_CERT_FILE=" + p.sidecarCert, "TALOS_PROXY_UPSTREAM_TLS_KEY_FILE=" + p.sidecarKey}
 		},
 		setup: tlsCaller{name: "setup", cert: "admin"},
 	},
@@ -412,7 +414,7 @@ var tlsMatrixConfigs = []tlsMatrixConfig{
 			return []string{"TALOS_SERVE_ADMIN_AUTH_IDENTITIES=" + tlsIdentitiesJSON(), "TALOS_SERVE_ADMIN_AUTH_BEARER_TOKENS=" + string(b)}
 		},
 		proxyEnv: func(p *tlsPKI) []string {
-			return []string{"TALOS_PROXY_UPSTREAM_TLS_CERT_FILE=" + p.sidecarCert, "TALOS_PROXY_UPSTREAM_TLS_KEY_FILE=" + p.sidecarKy}
+			return []string{"TALOS_PROXY_UPSTREAM_TLS_CERT_FILE=" + p.sidecarCert, "TALOS_PROXY_UPSTREAM_TLS_KEY_FILE=" + p.sidecarKey}
 		},
 		setup: tlsCaller{name: "setup", token: "admin"},
 	},
@@ -514,7 +516,7 @@ func callerEnv(t *testing.T, p *tlsPKI, base *matrixEnv, k tlsCaller) *matrixEnv
 
 // runMatrix probes every surface as every caller and checks the outcome
 // want gives. It returns how many issue and import probes were served.
-func runMatrix(t *testing.T, base *matrixEnv, surfaces []tlsSurface, callers []string, env func(i int) *matrixEnv, authz func(i int) string, want func(i int, method string) outcome) (issues, imports int) {
+func runMatrix(t *testing.T, surfaces []tlsSurface, callers []string, env func(i int) *matrixEnv, authz func(i int) string, want func(i int, method string) outcome) (issues, imports int) {
 	t.Helper()
 	for i, name := range callers {
 		e := env(i)
@@ -603,7 +605,7 @@ func TestE2E_TLSAuthMatrix(t *testing.T) {
 			}
 			base.proxy.waitFresh(t)
 
-			issues, imports := runMatrix(t, base, surfaces, names,
+			issues, imports := runMatrix(t, surfaces, names,
 				func(i int) *matrixEnv { return callerEnv(t, p, base, tlsCallers[i]) },
 				func(i int) string { return tlsCallers[i].authorization() },
 				func(i int, method string) outcome { return cfg.want(p, tlsCallers[i], method) })
@@ -650,7 +652,7 @@ func TestE2E_TLSSidecarWrongCAFailsClosed(t *testing.T) {
 	tlsEnv := func(ca string, extra ...string) []string {
 		return append([]string{"TALOS_PROXY_CACHE_TTL=1h", "TALOS_PROXY_UPSTREAM_TLS_ENABLED=true", "TALOS_PROXY_UPSTREAM_TLS_CA_FILE=" + ca}, extra...)
 	}
-	withCert := []string{"TALOS_PROXY_UPSTREAM_TLS_CERT_FILE=" + p.sidecarCert, "TALOS_PROXY_UPSTREAM_TLS_KEY_FILE=" + p.sidecarKy}
+	withCert := []string{"TALOS_PROXY_UPSTREAM_TLS_CERT_FILE=" + p.sidecarCert, "TALOS_PROXY_UPSTREAM_TLS_KEY_FILE=" + p.sidecarKey}
 	for _, bad := range []struct {
 		name string
 		env  []string
@@ -999,7 +1001,7 @@ func TestE2E_XFCC(t *testing.T) {
 				}
 				return roleOutcome(roles, method)
 			}
-			runMatrix(t, base, surfaces, names, env, auth, want)
+			runMatrix(t, surfaces, names, env, auth, want)
 			if strings.Contains(srv.log.String(), tlsToken("admin")) {
 				t.Error("the token appears in the log")
 			}
