@@ -5,14 +5,19 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+
+	"github.com/talos-project/talos/pkg/config"
 )
 
 // exposedListener is one listener as the startup warning sees it: where it
 // listens and what it serves without a credential that would protect it.
-// (The TLS issue adds whether the listener terminates TLS.)
 type exposedListener struct {
 	name string // "HTTP", "gRPC", "metrics", "ext_authz", ...
 	addr string // host:port as configured
+	// certified is true when the listener's TLS requires a client
+	// certificate from its CA: then no caller without one gets a
+	// connection, whatever the listener serves.
+	certified bool
 	// unprotected lists what this listener serves to any caller that could
 	// do harm in the wrong hands: an admin API without tokens, the sidecar
 	// protocol without tokens, a verdict oracle, metrics.
@@ -26,7 +31,7 @@ type exposedListener struct {
 func exposedListeners(ls []exposedListener) []exposedListener {
 	var out []exposedListener
 	for _, l := range ls {
-		if len(l.unprotected) > 0 && !loopbackAddr(l.addr) {
+		if len(l.unprotected) > 0 && !l.certified && !loopbackAddr(l.addr) {
 			out = append(out, l)
 		}
 	}
@@ -53,7 +58,7 @@ func warnExposed(log *slog.Logger, ls []exposedListener) {
 		log.Warn("listener reachable from other hosts serves without authentication and without TLS",
 			slog.String("listener", l.name), slog.String("addr", l.addr),
 			slog.String("unprotected", strings.Join(l.unprotected, ", ")),
-			slog.String("advice", "bind it to 127.0.0.1, or keep it on a private network and configure tokens where they exist"))
+			slog.String("advice", "bind it to 127.0.0.1, require client certificates (tls.client_auth: require), or keep it on a private network and configure tokens where they exist"))
 	}
 }
 
@@ -66,29 +71,35 @@ const (
 	unprotectedProxy    = "HTTP authorization and verify proxy (answers verdicts to any caller)"
 )
 
-// controlPlaneListeners describes the listeners of talos serve.
-func controlPlaneListeners(httpAddr, grpcAddr, metricsAddr string, adminSurface, adminTokens, anyTokens bool) []exposedListener {
+// certifies reports whether a listener's TLS admits only callers with a
+// client certificate from its CA.
+func certifies(t config.TLS) bool { return t.Enabled && t.ClientAuth == config.ClientAuthRequire }
+
+// controlPlaneListeners describes the listeners of talos serve: adminAuth
+// says whether the admin surface demands a credential, sidecarAuth whether
+// the sidecar protocol does.
+func controlPlaneListeners(s config.Serve, adminSurface, adminAuth, sidecarAuth bool) []exposedListener {
 	var httpU, grpcU []string
-	if adminSurface && !adminTokens {
+	if adminSurface && !adminAuth {
 		httpU = append(httpU, unprotectedAdmin)
 		grpcU = append(grpcU, unprotectedAdmin)
 	}
-	if adminSurface && !anyTokens {
+	if adminSurface && !sidecarAuth {
 		grpcU = append(grpcU, unprotectedSidecar)
 	}
 	return []exposedListener{
-		{name: "HTTP", addr: httpAddr, unprotected: httpU},
-		{name: "gRPC", addr: grpcAddr, unprotected: grpcU},
-		{name: "metrics", addr: metricsAddr, unprotected: []string{unprotectedMetrics}},
+		{name: "HTTP", addr: s.HTTP.Addr(), certified: certifies(s.HTTP.TLS), unprotected: httpU},
+		{name: "gRPC", addr: s.GRPC.Addr(), certified: certifies(s.GRPC.TLS), unprotected: grpcU},
+		{name: "metrics", addr: s.Metrics.Addr(), certified: certifies(s.Metrics.TLS), unprotected: []string{unprotectedMetrics}},
 	}
 }
 
 // proxyListeners describes the listeners of talos proxy, none of which takes
-// a credential from its caller.
-func proxyListeners(extAuthzAddr, httpAddr, metricsAddr string) []exposedListener {
+// a credential from its caller (a client certificate aside).
+func proxyListeners(p config.Proxy) []exposedListener {
 	return []exposedListener{
-		{name: "proxy ext_authz", addr: extAuthzAddr, unprotected: []string{unprotectedExtAuthz}},
-		{name: "proxy HTTP", addr: httpAddr, unprotected: []string{unprotectedProxy}},
-		{name: "proxy metrics", addr: metricsAddr, unprotected: []string{unprotectedMetrics}},
+		{name: "proxy ext_authz", addr: p.ExtAuthz.Addr(), certified: certifies(p.ExtAuthz.TLS), unprotected: []string{unprotectedExtAuthz}},
+		{name: "proxy HTTP", addr: p.HTTP.Addr(), certified: certifies(p.HTTP.TLS), unprotected: []string{unprotectedProxy}},
+		{name: "proxy metrics", addr: p.Metrics.Addr(), certified: certifies(p.Metrics.TLS), unprotected: []string{unprotectedMetrics}},
 	}
 }

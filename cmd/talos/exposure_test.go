@@ -1,9 +1,45 @@
 package main
 
 import (
+	"net"
 	"slices"
+	"strconv"
 	"testing"
+
+	"github.com/talos-project/talos/pkg/config"
 )
+
+// serveAt returns the serve section with the listeners at these addresses.
+func serveAt(t *testing.T, httpAddr, grpcAddr, metricsAddr string) config.Serve {
+	t.Helper()
+	s := config.Defaults().Serve
+	for _, l := range []struct {
+		addr string
+		host *string
+		port *int
+	}{{httpAddr, &s.HTTP.Host, &s.HTTP.Port}, {grpcAddr, &s.GRPC.Host, &s.GRPC.Port}, {metricsAddr, &s.Metrics.Host, &s.Metrics.Port}} {
+		h, p, err := net.SplitHostPort(l.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*l.host = h
+		if *l.port, err = strconv.Atoi(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+// proxyAt returns the proxy section with the listeners at these addresses.
+func proxyAt(t *testing.T, extAuthzAddr, httpAddr, metricsAddr string) config.Proxy {
+	t.Helper()
+	s := serveAt(t, extAuthzAddr, httpAddr, metricsAddr)
+	p := config.Defaults().Proxy
+	p.ExtAuthz.Host, p.ExtAuthz.Port = s.HTTP.Host, s.HTTP.Port
+	p.HTTP.Host, p.HTTP.Port = s.GRPC.Host, s.GRPC.Port
+	p.Metrics.Host, p.Metrics.Port = s.Metrics.Host, s.Metrics.Port
+	return p
+}
 
 func TestExposedListeners(t *testing.T) {
 	t.Parallel()
@@ -29,17 +65,17 @@ func TestExposedListeners(t *testing.T) {
 		ls   []exposedListener
 		want []string
 	}{
-		{"defaults, no tokens", controlPlaneListeners("0.0.0.0:4420", "0.0.0.0:4421", "0.0.0.0:4422", true, false, false),
+		{"defaults, no tokens", controlPlaneListeners(serveAt(t, "0.0.0.0:4420", "0.0.0.0:4421", "0.0.0.0:4422"), true, false, false),
 			[]string{"HTTP", "gRPC", "metrics"}},
-		{"admin tokens: only metrics is unprotected", controlPlaneListeners("0.0.0.0:4420", "0.0.0.0:4421", "0.0.0.0:4422", true, true, true),
+		{"admin tokens: only metrics is unprotected", controlPlaneListeners(serveAt(t, "0.0.0.0:4420", "0.0.0.0:4421", "0.0.0.0:4422"), true, true, true),
 			[]string{"metrics"}},
-		{"sidecar tokens only: the admin API is still open", controlPlaneListeners("0.0.0.0:4420", "0.0.0.0:4421", "127.0.0.1:4422", true, false, true),
+		{"sidecar tokens only: the admin API is still open", controlPlaneListeners(serveAt(t, "0.0.0.0:4420", "0.0.0.0:4421", "127.0.0.1:4422"), true, false, true),
 			[]string{"HTTP", "gRPC"}},
-		{"serve public: nothing needs a token", controlPlaneListeners("0.0.0.0:4420", "0.0.0.0:4421", "127.0.0.1:4422", false, false, false),
+		{"serve public: nothing needs a token", controlPlaneListeners(serveAt(t, "0.0.0.0:4420", "0.0.0.0:4421", "127.0.0.1:4422"), false, false, false),
 			nil},
-		{"loopback everywhere", controlPlaneListeners("127.0.0.1:4420", "[::1]:4421", "localhost:4422", true, false, false), nil},
-		{"proxy defaults", proxyListeners("127.0.0.1:9191", "127.0.0.1:4430", "127.0.0.1:4432"), nil},
-		{"proxy on all interfaces", proxyListeners("0.0.0.0:9191", "127.0.0.1:4430", "[::]:4432"),
+		{"loopback everywhere", controlPlaneListeners(serveAt(t, "127.0.0.1:4420", "[::1]:4421", "localhost:4422"), true, false, false), nil},
+		{"proxy defaults", proxyListeners(proxyAt(t, "127.0.0.1:9191", "127.0.0.1:4430", "127.0.0.1:4432")), nil},
+		{"proxy on all interfaces", proxyListeners(proxyAt(t, "0.0.0.0:9191", "127.0.0.1:4430", "[::]:4432")),
 			[]string{"proxy ext_authz", "proxy metrics"}},
 	}
 	for _, tc := range cases {
@@ -47,8 +83,22 @@ func TestExposedListeners(t *testing.T) {
 			t.Errorf("%s: exposed = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+	// A listener that requires client certificates admits no one without
+	// one; server TLS alone changes nothing.
+	mtls := serveAt(t, "0.0.0.0:4420", "0.0.0.0:4421", "0.0.0.0:4422")
+	mtls.GRPC.TLS = config.TLS{Enabled: true, ClientAuth: config.ClientAuthRequire}
+	mtls.HTTP.TLS = config.TLS{Enabled: true, ClientAuth: config.ClientAuthRequest}
+	if got := names(exposedListeners(controlPlaneListeners(mtls, true, false, false))); !slices.Equal(got, []string{"HTTP", "metrics"}) {
+		t.Errorf("gRPC with client_auth require: exposed = %v, want [HTTP metrics]", got)
+	}
+	px := proxyAt(t, "0.0.0.0:9191", "0.0.0.0:4430", "127.0.0.1:4432")
+	px.ExtAuthz.TLS = config.TLS{Enabled: true, ClientAuth: config.ClientAuthRequire}
+	px.HTTP.TLS = config.TLS{Enabled: true}
+	if got := names(exposedListeners(proxyListeners(px))); !slices.Equal(got, []string{"proxy HTTP"}) {
+		t.Errorf("ext_authz with client_auth require: exposed = %v, want [proxy HTTP]", got)
+	}
 	// What the gRPC listener lacks is named.
-	ls := exposedListeners(controlPlaneListeners("0.0.0.0:1", "0.0.0.0:2", "127.0.0.1:3", true, false, false))
+	ls := exposedListeners(controlPlaneListeners(serveAt(t, "0.0.0.0:1", "0.0.0.0:2", "127.0.0.1:3"), true, false, false))
 	if len(ls) != 2 || !slices.Contains(ls[1].unprotected, unprotectedSidecar) || !slices.Contains(ls[1].unprotected, unprotectedAdmin) {
 		t.Errorf("gRPC listener without tokens: %+v", ls)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/credentials"
@@ -52,7 +53,7 @@ func newProxyCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer closeProxy()
-			warnExposed(log, proxyListeners(cfg.Proxy.ExtAuthz.Addr(), cfg.Proxy.HTTP.Addr(), cfg.Proxy.Metrics.Addr()))
+			warnExposed(log, proxyListeners(cfg.Proxy))
 			return srv.Run(cmd.Context())
 		},
 	}
@@ -62,22 +63,58 @@ func newProxyCmd(e *env) *cobra.Command {
 }
 
 // proxyTransport is the transport security of a sidecar's links; nil
-// fields are plaintext (Redis: TLS with the system roots when
-// proxy.cache.redis.tls.enabled).
+// fields are plaintext.
 type proxyTransport struct {
 	// Upstream secures the one connection to the control plane (the
 	// Verifier calls and the invalidation stream): proxy.upstream_tls.
 	Upstream credentials.TransportCredentials
-	// Redis is the shared cache's TLS configuration.
-	Redis *tls.Config
+	// Redis dials the shared cache's connections over TLS.
+	Redis func(ctx context.Context, network, addr string) (net.Conn, error)
 	// ExtAuthz, HTTP and Metrics are the listeners' server configurations.
 	ExtAuthz, HTTP, Metrics *tls.Config
 }
 
-// buildProxy assembles a sidecar from its configuration, every link
-// plaintext. The returned func releases what it holds.
+// buildProxy assembles a sidecar from its configuration, its links secured
+// as the tls blocks say. The returned func releases what it holds.
 func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sidecar.Server, func(), error) {
-	return buildProxyWith(ctx, pc, log, proxyTransport{})
+	tr, err := proxyTLS(pc, log)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	return buildProxyWith(ctx, pc, log, tr)
+}
+
+// proxyTLS loads the certificates of the sidecar's tls blocks.
+func proxyTLS(pc config.Proxy, log *slog.Logger) (proxyTransport, error) {
+	var (
+		tr  proxyTransport
+		err error
+	)
+	if tr.ExtAuthz, err = listenerTLS("proxy.extauthz.tls", pc.ExtAuthz.TLS, log, "h2"); err != nil {
+		return tr, err
+	}
+	if tr.HTTP, err = listenerTLS("proxy.http.tls", pc.HTTP.TLS, log, "h2", "http/1.1"); err != nil {
+		return tr, err
+	}
+	if tr.Metrics, err = listenerTLS("proxy.metrics.tls", pc.Metrics.TLS, log, "h2", "http/1.1"); err != nil {
+		return tr, err
+	}
+	up, err := linkTLS("proxy.upstream_tls", pc.UpstreamTLS, log)
+	if err != nil {
+		return tr, err
+	}
+	if up != nil {
+		tr.Upstream = up.TransportCredentials()
+	}
+	redisTLS, err := linkTLS("proxy.cache.redis.tls", pc.Cache.Redis.TLS, log)
+	if err != nil {
+		return tr, err
+	}
+	if redisTLS != nil {
+		// Every new connection dials with the current files.
+		tr.Redis = redisTLS.DialContext
+	}
+	return tr, nil
 }
 
 // buildProxyWith is buildProxy with the transport security of tr.
@@ -105,14 +142,10 @@ func buildProxyWith(ctx context.Context, pc config.Proxy, log *slog.Logger, tr p
 	var shared cache.Store
 	if r := pc.Cache.Redis; r.Enabled {
 		redis.SetLogger(log)
-		redisTLS := tr.Redis
-		if redisTLS == nil && r.TLS.Enabled {
-			redisTLS = &tls.Config{}
-		}
 		st, err := redis.New(redis.Options{
 			Addrs: r.Addrs, Password: r.Password.Value(), DB: r.DB, PoolSize: r.PoolSize, MinIdleConns: r.MinIdleConns,
 			Timeout: r.Timeout.D(), ConnMaxIdleTime: r.ConnMaxIdleTime.D(), ConnMaxLifetime: r.ConnMaxLifetime.D(),
-			TLSConfig: redisTLS, KeyPrefix: r.KeyPrefix,
+			DialTLS: tr.Redis, KeyPrefix: r.KeyPrefix,
 		})
 		if err != nil {
 			return fail(fmt.Errorf("proxy.cache.redis: %w", err))

@@ -214,21 +214,30 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 	api := grpcapi.New(grpcapi.Deps{Keys: p.keys, Logger: log, Metrics: telemetry.NewVerifyMetrics(registry)})
 	// Unknown sources were already reported as configuration warnings.
 	src, _ := httpapi.ParseClientIPSource(cfg.Serve.HTTP.ClientIPSource)
-	var tokens, sidecarTokens []string
-	for _, t := range cfg.Serve.Admin.Auth.BearerTokens {
-		tokens = append(tokens, t.Value())
+	auth, err := adminAuth(cfg.Serve.Admin.Auth)
+	if err != nil {
+		return err
 	}
-	for _, t := range cfg.Serve.Admin.Auth.SidecarTokens {
-		sidecarTokens = append(sidecarTokens, t.Value())
-	}
-	auth := grpcapi.NewTokenAuth(tokens, sidecarTokens)
 	if mode != httpapi.ModePublic {
 		switch {
 		case !auth.AdminEnforced() && auth.SidecarEnforced():
-			log.Warn("ADMIN API OPEN: serve.admin.auth.sidecar_tokens is set but serve.admin.auth.bearer_tokens is not, so the sidecar protocol needs a token while the admin API (issue, import, revoke, verify) answers every caller: set bearer_tokens")
+			log.Warn("ADMIN API OPEN: serve.admin.auth gives only sidecar credentials, so the sidecar protocol needs one while the admin API (issue, import, revoke, verify) answers every caller: set bearer_tokens or identities with an admin role")
 		case !auth.AdminEnforced():
 			log.Warn("the admin API has no authentication: keep it on a private network or set serve.admin.auth.bearer_tokens")
 		}
+	}
+	st := cfg.Serve
+	httpTLS, err := listenerTLS("serve.http.tls", st.HTTP.TLS, log, "h2", "http/1.1")
+	if err != nil {
+		return err
+	}
+	grpcTLS, err := listenerTLS("serve.grpc.tls", st.GRPC.TLS, log, "h2")
+	if err != nil {
+		return err
+	}
+	metricsTLS, err := listenerTLS("serve.metrics.tls", st.Metrics.TLS, log, "h2", "http/1.1")
+	if err != nil {
+		return err
 	}
 	var (
 		grpcServices []func(*grpc.Server)
@@ -280,6 +289,9 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		GRPCAddr:    grpcAddr,
 		MetricsAddr: metricsAddr,
 		Limits:      listenlimits.Limits{MaxConnections: cfg.Serve.Limits.MaxConnections, MaxConcurrentStreams: uint32(cfg.Serve.Limits.MaxConcurrentStreams)},
+		HTTPTLS:     httpTLS,
+		GRPCTLS:     grpcTLS,
+		MetricsTLS:  metricsTLS,
 		HTTP: httpapi.Options{
 			Mode:                 mode,
 			MaxBodyBytes:         cfg.Serve.HTTP.MaxBodyBytes,
@@ -293,8 +305,7 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 	if err != nil {
 		return err
 	}
-	listeners := controlPlaneListeners(httpAddr, grpcAddr, metricsAddr, mode != httpapi.ModePublic,
-		auth.AdminEnforced(), auth.SidecarEnforced())
+	listeners := controlPlaneListeners(st, mode != httpapi.ModePublic, auth.AdminEnforced(), auth.SidecarEnforced())
 	if !withProxy {
 		warnExposed(log, listeners)
 		return srv.Run(ctx)
@@ -307,19 +318,17 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		return fmt.Errorf("invalidation.retention (%s) must be at least proxy.cache.ttl + proxy.stale_if_error (%s)", cfg.Invalidation.Retention, need)
 	}
 	if pc.UpstreamToken.IsZero() {
-		// The least-privileged token that works: a sidecar token.
-		if st := cfg.Serve.Admin.Auth.SidecarTokens; len(st) > 0 {
-			pc.UpstreamToken = st[0]
-		} else if len(tokens) > 0 {
-			pc.UpstreamToken = cfg.Serve.Admin.Auth.BearerTokens[0]
-		}
+		pc.UpstreamToken = embeddedProxyToken(cfg.Serve.Admin.Auth)
+	}
+	if st.GRPC.TLS.Enabled && !pc.UpstreamTLS.Enabled {
+		return fmt.Errorf("--with-proxy: serve.grpc.tls is enabled, so the embedded sidecar needs proxy.upstream_tls (a ca_file that verifies the gRPC certificate for %s, and a client certificate when client_auth is require)", pc.Upstream)
 	}
 	px, closeProxy, err := buildProxy(ctx, pc, log)
 	if err != nil {
 		return err
 	}
 	defer closeProxy()
-	warnExposed(log, append(listeners, proxyListeners(pc.ExtAuthz.Addr(), pc.HTTP.Addr(), pc.Metrics.Addr())...))
+	warnExposed(log, append(listeners, proxyListeners(pc)...))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return px.Run(gctx) })

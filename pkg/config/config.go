@@ -3,6 +3,7 @@ package config
 import (
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 )
@@ -79,6 +80,7 @@ type HTTP struct {
 	ClientIPSource     string     `koanf:"client_ip_source"`
 	TrustForwardedHost bool       `koanf:"trust_forwarded_host"`
 	RequestLog         RequestLog `koanf:"request_log"`
+	TLS                TLS        `koanf:"tls"`
 	// AllowedHosts are the Host header names (ports ignored), besides
 	// loopback names and addresses and a specific serve.http.host, that the
 	// admin API answers while it has no bearer tokens; other Hosts get 421,
@@ -116,6 +118,7 @@ type RequestLog struct {
 type GRPC struct {
 	Host string `koanf:"host"`
 	Port int    `koanf:"port"`
+	TLS  TLS    `koanf:"tls"`
 }
 
 // Addr returns host:port for net.Listen.
@@ -125,6 +128,7 @@ func (g GRPC) Addr() string { return net.JoinHostPort(g.Host, strconv.Itoa(g.Por
 type Metrics struct {
 	Host string `koanf:"host"`
 	Port int    `koanf:"port"`
+	TLS  TLS    `koanf:"tls"`
 }
 
 // Addr returns host:port for net.Listen.
@@ -135,14 +139,29 @@ type Admin struct {
 	Auth AdminAuth `koanf:"auth"`
 }
 
-// AdminAuth is serve.admin.auth. With no bearer tokens the admin API is
-// unauthenticated, as in Ory Talos.
+// AdminAuth is serve.admin.auth: who may call the admin API and the sidecar
+// protocol, each credential with a role (docs/roles.md). With no credential
+// whose role reaches the admin API, the admin API is unauthenticated, as in
+// Ory Talos.
 type AdminAuth struct {
-	BearerTokens []Secret `koanf:"bearer_tokens"`
+	// BearerTokens are tokens with roles; a bare string is an admin token.
+	BearerTokens []BearerToken `koanf:"bearer_tokens"`
 	// SidecarTokens authorize the sidecar protocol only (the Verifier
 	// service and the xDS stream), so a sidecar host never holds a token that
-	// can issue or revoke keys.
+	// can issue or revoke keys. Same as bearer tokens with role sidecar.
 	SidecarTokens []Secret `koanf:"sidecar_tokens"`
+	// Identities grant roles to verified client certificates (a listener
+	// with tls.client_auth request or require) by URI SAN, DNS SAN or
+	// subject (Talos addition).
+	Identities []Identity `koanf:"identities"`
+	// TrustXFCC takes the certificate identity from Envoy's
+	// x-forwarded-client-cert header when the direct peer is in
+	// XFCCAllowFrom (a mesh sidecar that terminated the client's mTLS).
+	TrustXFCC     bool     `koanf:"trust_xfcc"`
+	XFCCAllowFrom []string `koanf:"xfcc_allow_from"`
+
+	// XFCCFrom is XFCCAllowFrom parsed by Validate (masked, deduplicated).
+	XFCCFrom []netip.Prefix `koanf:"-"`
 }
 
 // Credentials is the credentials section.
@@ -290,11 +309,6 @@ type Redis struct {
 	ConnMaxIdleTime Duration `koanf:"conn_max_idle_time"`
 	ConnMaxLifetime Duration `koanf:"conn_max_lifetime"`
 	TLS             RedisTLS `koanf:"tls"`
-}
-
-// RedisTLS is cache.redis.tls (system CA pool).
-type RedisTLS struct {
-	Enabled bool `koanf:"enabled"`
 }
 
 // RateLimit is the rate_limit section.
@@ -511,9 +525,10 @@ func Defaults() Config {
 				},
 				ClientIPSource: "CLIENT_IP_SOURCE_UNSPECIFIED",
 				ClientIP:       IPSourceRemoteAddr,
+				TLS:            defaultTLS(),
 			},
-			GRPC:    GRPC{Host: "0.0.0.0", Port: 4421},
-			Metrics: Metrics{Host: "0.0.0.0", Port: 4422},
+			GRPC:    GRPC{Host: "0.0.0.0", Port: 4421, TLS: defaultTLS()},
+			Metrics: Metrics{Host: "0.0.0.0", Port: 4422, TLS: defaultTLS()},
 			SelfService: SelfService{RevokeThrottle: RevokeThrottle{
 				Enabled:    true,
 				Burst:      10,
@@ -578,9 +593,10 @@ func Defaults() Config {
 			UpstreamRetries: 2,
 			// Loopback: the proxy beside it (Envoy, nginx) dials localhost,
 			// and none of these listeners authenticates its caller.
-			ExtAuthz: ProxyListener{Host: "127.0.0.1", Port: 9191},
-			HTTP:     ProxyListener{Host: "127.0.0.1", Port: 4430},
-			Metrics:  ProxyListener{Host: "127.0.0.1", Port: 4432},
+			ExtAuthz:    ProxyListener{Host: "127.0.0.1", Port: 9191, TLS: defaultTLS()},
+			HTTP:        ProxyListener{Host: "127.0.0.1", Port: 4430, TLS: defaultTLS()},
+			Metrics:     ProxyListener{Host: "127.0.0.1", Port: 4432, TLS: defaultTLS()},
+			UpstreamTLS: defaultClientTLS(),
 			Cache: ProxyCache{
 				TTL:         Duration(time.Minute),
 				NegativeTTL: Duration(5 * time.Second),
@@ -613,8 +629,15 @@ func defaultRedis(timeout Duration) Redis {
 		MinIdleConns:    2,
 		ConnMaxIdleTime: Duration(5 * time.Minute),
 		ConnMaxLifetime: Duration(30 * time.Minute),
+		TLS:             defaultClientTLS(),
 	}
 }
+
+// defaultTLS is a listener's TLS block when nothing is set: off.
+func defaultTLS() TLS { return TLS{ClientAuth: ClientAuthNone, MinVersion: TLSVersion12} }
+
+// defaultClientTLS is an outgoing link's TLS block when nothing is set: off.
+func defaultClientTLS() ClientTLS { return ClientTLS{MinVersion: TLSVersion12} }
 
 // Invalidation is the control plane's push of key changes to sidecars: an
 // outbox tailer feeding a delta xDS server on the gRPC port.

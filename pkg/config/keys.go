@@ -25,6 +25,7 @@ var (
 	durationType      = reflect.TypeFor[Duration]()
 	timeType          = reflect.TypeFor[time.Time]()
 	retiredSecretType = reflect.TypeFor[RetiredSecret]()
+	bearerTokenType   = reflect.TypeFor[BearerToken]()
 	retiredIssuerType = reflect.TypeFor[RetiredIssuer]()
 )
 
@@ -80,7 +81,7 @@ func isSecret(t reflect.Type) bool {
 	if t.Kind() == reflect.Slice {
 		t = t.Elem()
 	}
-	return t == secretType || t == retiredSecretType
+	return t == secretType || t == retiredSecretType || t == bearerTokenType
 }
 
 // MarshalJSON renders c as a configuration document: snake_case keys as in a

@@ -270,6 +270,10 @@ func decodeHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
 		if s, ok := data.(string); ok {
 			return map[string]any{"value": s}, nil
 		}
+	case bearerTokenType:
+		if s, ok := data.(string); ok {
+			return map[string]any{"token": s}, nil
+		}
 	}
 	return data, nil
 }

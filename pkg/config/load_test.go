@@ -99,8 +99,9 @@ func TestLoad_TalosConfig(t *testing.T) {
 		ClientIP:           config.IPSourceXForwardedFor,
 		TrustForwardedHost: true,
 		RequestLog:         config.RequestLog{ExcludeHealthEndpoints: true},
+		TLS:                want.Serve.HTTP.TLS,
 	}
-	want.Serve.Metrics = config.Metrics{Host: "127.0.0.1", Port: 8422}
+	want.Serve.Metrics = config.Metrics{Host: "127.0.0.1", Port: 8422, TLS: want.Serve.Metrics.TLS}
 	want.Credentials = config.Credentials{
 		Issuer: "https://talos.example.com",
 		IssuerRetired: []config.RetiredIssuer{
@@ -151,7 +152,7 @@ func TestLoad_TalosConfig(t *testing.T) {
 			MinIdleConns:    4,
 			ConnMaxIdleTime: config.Duration(10 * time.Minute),
 			ConnMaxLifetime: config.Duration(time.Hour),
-			TLS:             config.RedisTLS{Enabled: true},
+			TLS:             config.RedisTLS{Enabled: true, MinVersion: config.TLSVersion12},
 		},
 	}
 	want.RateLimit = config.RateLimit{Enabled: true, Backend: config.RateLimitBackendRedis}
@@ -339,7 +340,7 @@ func TestLoad_Env(t *testing.T) {
 			name: "secret list",
 			env:  []string{"TALOS_SERVE_ADMIN_AUTH_BEARER_TOKENS=" + testSecret + "," + testSecret2},
 			want: func(c *config.Config) {
-				c.Serve.Admin.Auth.BearerTokens = []config.Secret{config.NewSecret(testSecret), config.NewSecret(testSecret2)}
+				c.Serve.Admin.Auth.BearerTokens = []config.BearerToken{{Token: config.NewSecret(testSecret)}, {Token: config.NewSecret(testSecret2)}}
 			},
 		},
 		{

@@ -21,6 +21,9 @@ type Proxy struct {
 	// UpstreamToken is the bearer token sent to the control plane when its
 	// admin auth is on (one of its serve.admin.auth.bearer_tokens).
 	UpstreamToken Secret `koanf:"upstream_token"`
+	// UpstreamTLS secures the one connection to the control plane (the
+	// Verifier calls and the invalidation stream) with TLS or mTLS.
+	UpstreamTLS ClientTLS `koanf:"upstream_tls"`
 	// UpstreamTimeout bounds one upstream attempt; it is always > 0.
 	UpstreamTimeout Duration `koanf:"upstream_timeout"`
 	// CheckTimeout is the time budget of one check: once it has passed, a
@@ -79,6 +82,7 @@ type ProxyInvalidation struct {
 type ProxyListener struct {
 	Host string `koanf:"host"`
 	Port int    `koanf:"port"`
+	TLS  TLS    `koanf:"tls"`
 }
 
 // Addr returns host:port for net.Listen.
@@ -206,6 +210,11 @@ func checkProxy(p Proxy, fail func(path, format string, args ...any)) {
 	if p.Tenant != "" && !tenantRE.MatchString(p.Tenant) {
 		fail("proxy.tenant", "must be empty or a tenant UUID (got %q)", p.Tenant)
 	}
+	checkClientTLS("proxy.upstream_tls", p.UpstreamTLS, fail)
+	checkTLS("proxy.extauthz.tls", p.ExtAuthz.TLS, fail)
+	checkTLS("proxy.http.tls", p.HTTP.TLS, fail)
+	checkTLS("proxy.metrics.tls", p.Metrics.TLS, fail)
+	checkClientTLS("proxy.cache.redis.tls", p.Cache.Redis.TLS, fail)
 	checkPorts([]listener{
 		{"proxy.extauthz.port", p.ExtAuthz.Host, p.ExtAuthz.Port},
 		{"proxy.http.port", p.HTTP.Host, p.HTTP.Port},

@@ -35,9 +35,10 @@ func proxyYAML() config.Config {
 		UpstreamTimeout: config.Duration(750 * time.Millisecond),
 		UpstreamRetries: 3,
 		Tenant:          "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f",
-		ExtAuthz:        config.ProxyListener{Host: "127.0.0.1", Port: 10191},
-		HTTP:            config.ProxyListener{Host: "127.0.0.1", Port: 10430},
-		Metrics:         config.ProxyListener{Host: "0.0.0.0", Port: 10432},
+		UpstreamTLS:     config.ClientTLS{MinVersion: config.TLSVersion12},
+		ExtAuthz:        config.ProxyListener{Host: "127.0.0.1", Port: 10191, TLS: offTLS},
+		HTTP:            config.ProxyListener{Host: "127.0.0.1", Port: 10430, TLS: offTLS},
+		Metrics:         config.ProxyListener{Host: "0.0.0.0", Port: 10432, TLS: offTLS},
 		Cache: config.ProxyCache{
 			TTL:         config.Duration(30 * time.Second),
 			NegativeTTL: 0,
@@ -53,7 +54,7 @@ func proxyYAML() config.Config {
 					MinIdleConns:    1,
 					ConnMaxIdleTime: config.Duration(time.Minute),
 					ConnMaxLifetime: config.Duration(10 * time.Minute),
-					TLS:             config.RedisTLS{Enabled: true},
+					TLS:             config.RedisTLS{Enabled: true, MinVersion: config.TLSVersion12},
 				},
 				KeyPrefix: "shared:talos:",
 				Secret:    config.NewSecret(testRedisSecret),
@@ -75,6 +76,9 @@ func proxyYAML() config.Config {
 	return want
 }
 
+// offTLS is a listener's TLS block by default.
+var offTLS = config.TLS{ClientAuth: config.ClientAuthNone, MinVersion: config.TLSVersion12}
+
 func TestLoadProxy_Defaults(t *testing.T) {
 	t.Parallel()
 	// No file, no variable: a sidecar needs no issuer, secret or database.
@@ -92,9 +96,10 @@ func TestLoadProxy_Defaults(t *testing.T) {
 		UpstreamTimeout: config.Duration(2 * time.Second),
 		CheckTimeout:    config.Duration(200 * time.Millisecond),
 		UpstreamRetries: 2,
-		ExtAuthz:        config.ProxyListener{Host: "127.0.0.1", Port: 9191},
-		HTTP:            config.ProxyListener{Host: "127.0.0.1", Port: 4430},
-		Metrics:         config.ProxyListener{Host: "127.0.0.1", Port: 4432},
+		UpstreamTLS:     config.ClientTLS{MinVersion: config.TLSVersion12},
+		ExtAuthz:        config.ProxyListener{Host: "127.0.0.1", Port: 9191, TLS: offTLS},
+		HTTP:            config.ProxyListener{Host: "127.0.0.1", Port: 4430, TLS: offTLS},
+		Metrics:         config.ProxyListener{Host: "127.0.0.1", Port: 4432, TLS: offTLS},
 		Cache: config.ProxyCache{
 			TTL:         config.Duration(60 * time.Second),
 			NegativeTTL: config.Duration(5 * time.Second),

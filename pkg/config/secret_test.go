@@ -23,7 +23,7 @@ func configWithSecrets(marker string) config.Config {
 	c.Secrets.HMAC.Retired = []config.RetiredSecret{{Value: s(2)}, {Value: s(3), ExpiresAt: time.Unix(1e9, 0).UTC()}}
 	c.DB.DSN = config.NewSecret("postgres://talos:" + marker + "@db/talos")
 	c.Cache.Redis.Password = s(4)
-	c.Serve.Admin.Auth.BearerTokens = []config.Secret{s(5)}
+	c.Serve.Admin.Auth.BearerTokens = []config.BearerToken{{Token: s(5), Role: "verifier"}}
 	c.Credentials.DerivedTokens.JWT.SigningKeys.URLs = []config.Secret{config.NewSecret("base64://" + marker)}
 	return c
 }

@@ -55,19 +55,14 @@ func (c *Config) Validate() error {
 		c.warn(fmt.Sprintf("serve.http.client_ip_source: unknown value %q; using the remote address", c.Serve.HTTP.ClientIPSource))
 	}
 	c.Serve.HTTP.ClientIP = src
-	for i, t := range c.Serve.Admin.Auth.BearerTokens {
-		if n := utf8.RuneCountInString(t.Value()); n < MinSecretLength {
-			fail(fmt.Sprintf("serve.admin.auth.bearer_tokens[%d]", i), "must be at least %d characters, got %d", MinSecretLength, n)
-		}
-	}
-	for i, t := range c.Serve.Admin.Auth.SidecarTokens {
-		if n := utf8.RuneCountInString(t.Value()); n < MinSecretLength {
-			fail(fmt.Sprintf("serve.admin.auth.sidecar_tokens[%d]", i), "must be at least %d characters, got %d", MinSecretLength, n)
-		}
-		// A token in both lists would be an admin token on a sidecar host.
-		if slices.ContainsFunc(c.Serve.Admin.Auth.BearerTokens, func(b Secret) bool { return b.Value() == t.Value() }) {
-			fail(fmt.Sprintf("serve.admin.auth.sidecar_tokens[%d]", i), "must not also be one of serve.admin.auth.bearer_tokens")
-		}
+	checkTLS("serve.http.tls", c.Serve.HTTP.TLS, fail)
+	checkTLS("serve.grpc.tls", c.Serve.GRPC.TLS, fail)
+	checkTLS("serve.metrics.tls", c.Serve.Metrics.TLS, fail)
+	checkClientTLS("cache.redis.tls", c.Cache.Redis.TLS, fail)
+	checkAdminAuth(&c.Serve.Admin.Auth, fail)
+	if aa := c.Serve.Admin.Auth; len(aa.Identities) > 0 && !aa.TrustXFCC &&
+		!c.Serve.HTTP.TLS.ClientAuth.VerifiesClients() && !c.Serve.GRPC.TLS.ClientAuth.VerifiesClients() {
+		c.warn("serve.admin.auth.identities: no listener verifies client certificates (serve.http.tls and serve.grpc.tls client_auth are none) and trust_xfcc is off, so no identity can match")
 	}
 
 	if rt := c.Serve.SelfService.RevokeThrottle; rt.Enabled {

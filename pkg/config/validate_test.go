@@ -46,12 +46,12 @@ func TestConfig_Validate(t *testing.T) {
 			c.Secrets.HMAC.Retired = []config.RetiredSecret{{Value: config.NewSecret(testSecret)}, {Value: config.NewSecret("short")}}
 		}, "secrets.hmac.retired[1]: must be at least 32 characters, got 5"},
 		{"short bearer token", func(c *config.Config) {
-			c.Serve.Admin.Auth.BearerTokens = []config.Secret{config.NewSecret("tok")}
+			c.Serve.Admin.Auth.BearerTokens = []config.BearerToken{{Token: config.NewSecret("tok")}}
 		}, "serve.admin.auth.bearer_tokens[0]: must be at least 32 characters"},
 		{"a token in both lists", func(c *config.Config) {
-			c.Serve.Admin.Auth.BearerTokens = []config.Secret{config.NewSecret(testSecret + "-admin")}
+			c.Serve.Admin.Auth.BearerTokens = []config.BearerToken{{Token: config.NewSecret(testSecret + "-admin")}}
 			c.Serve.Admin.Auth.SidecarTokens = []config.Secret{config.NewSecret(testSecret + "-side"), config.NewSecret(testSecret + "-admin")}
-		}, "serve.admin.auth.sidecar_tokens[1]: must not also be one of serve.admin.auth.bearer_tokens"},
+		}, "serve.admin.auth.sidecar_tokens[1]: must not repeat serve.admin.auth.bearer_tokens[0]"},
 		{"empty retired issuer", func(c *config.Config) {
 			c.Credentials.IssuerRetired = []config.RetiredIssuer{{}}
 		}, "credentials.issuer_retired[0]: must not be empty"},
@@ -220,7 +220,7 @@ func TestConfig_Unsupported(t *testing.T) {
 	c.Multitenancy.Enabled = true
 	c.Tracing.Enabled = true
 	c.Serve.HTTP.CORS.AllowedOrigins = []string{"https://x.example"}
-	c.Serve.Admin.Auth.BearerTokens = []config.Secret{config.NewSecret(testSecret)}
+	c.Serve.Admin.Auth.BearerTokens = []config.BearerToken{{Token: config.NewSecret(testSecret)}}
 	c.Quota.APIKeysMax = 10
 	c.LastUsed.NumWorkers = 2
 	c.Serve.HTTP.Port = 1234                                  // supported

@@ -16,6 +16,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -51,6 +52,11 @@ type Options struct {
 	// used: the Store does not fall back to plaintext. Nil is plaintext.
 	// New copies it.
 	TLSConfig *tls.Config
+	// DialTLS, when set instead of TLSConfig, dials every new connection
+	// and completes its TLS handshake (pkg/tlsconf's Client.DialContext),
+	// so that a rotated CA or client certificate is used from the next
+	// connection on.
+	DialTLS func(ctx context.Context, network, addr string) (net.Conn, error)
 	// KeyPrefix is put before every key, to share a Redis between uses
 	// (for instance "talos:verdict:").
 	KeyPrefix string
@@ -77,6 +83,8 @@ func New(o Options) (*Store, error) {
 		return nil, credential.Invalid("redis cache: durations must not be negative")
 	case len(o.Addrs) > 1 && o.DB != 0:
 		return nil, credential.Invalid("redis cache: a cluster has only DB 0")
+	case o.TLSConfig != nil && o.DialTLS != nil:
+		return nil, credential.Invalid("redis cache: set TLSConfig or DialTLS, not both")
 	}
 	u := &goredis.UniversalOptions{
 		Addrs:           o.Addrs,
@@ -97,6 +105,9 @@ func New(o Options) (*Store, error) {
 		MaxRetries:    1,
 		// Honour the caller's deadline, not only Timeout.
 		ContextTimeoutEnabled: true,
+	}
+	if o.DialTLS != nil {
+		u.Dialer = o.DialTLS
 	}
 	if o.TLSConfig != nil {
 		u.TLSConfig = o.TLSConfig.Clone()
