@@ -92,6 +92,9 @@ type sizes struct {
 	// checks a second over -duration, per variant.
 	missTLSPerS float64
 	verifyKeys  int // keys cycled through the admin verifies of verify-tls
+	// tlsDuration, when set, replaces -duration in the TLS scenarios (the
+	// smoke run keeps their six points each short).
+	tlsDuration time.Duration
 }
 
 var fullSizes = sizes{
@@ -141,6 +144,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.sizes = quickSizes
 		if !set["duration"] {
 			o.duration = 300 * time.Millisecond
+			o.sizes.tlsDuration = 100 * time.Millisecond
 		}
 		if !set["warmup"] {
 			o.warmup = 100 * time.Millisecond

@@ -171,8 +171,9 @@ type comparisonRow struct {
 	AchievedRPS float64 `json:"achieved_rps"`
 	P50         float64 `json:"p50_ms"`
 	P99         float64 `json:"p99_ms"`
-	// ServerCPUus is the CPU time of the processes serving the point (all
-	// but the load generator) per request, in microseconds.
+	// ServerCPUus is the CPU time of the processes serving the point (not
+	// the load generator, nor the other processes) per request, in
+	// microseconds.
 	ServerCPUus float64 `json:"server_cpu_us_per_request"`
 	// Ratio is to the Against row of the same point; nil for that row and
 	// for the no-op.
@@ -193,7 +194,7 @@ func compareRows(against string, variants []string, pts []point) []comparisonRow
 	for i, p := range pts {
 		var cpu float64
 		for name, cores := range p.CPUCores {
-			if name != "load generator" {
+			if name != "load generator" && name != otherCPU {
 				cpu += cores
 			}
 		}
@@ -492,20 +493,15 @@ func ratioText(p point) string {
 }
 
 func cpuText(c map[string]float64) string {
-	short := map[string]string{"load generator": "load", "control plane": "cp", "sidecar": "sidecar", "warming sidecar": "sidecar A"}
+	short := map[string]string{"load generator": "load", "control plane": "cp", "sidecar": "sidecar", "warming sidecar": "sidecar A", otherCPU: "others"}
 	var names []string
 	for n := range c {
 		names = append(names, n)
 	}
 	slices.SortFunc(names, func(a, b string) int {
-		// The load generator last.
-		if (a == "load generator") != (b == "load generator") {
-			if a == "load generator" {
-				return 1
-			}
-			return -1
-		}
-		return strings.Compare(a, b)
+		// The load generator, then the other processes, last.
+		rank := func(n string) int { return map[string]int{"load generator": 1, otherCPU: 2}[n] }
+		return cmp.Or(cmp.Compare(rank(a), rank(b)), strings.Compare(a, b))
 	})
 	var parts []string
 	for _, n := range names {

@@ -149,16 +149,23 @@ func (r *runner) sampleOnce(ctx context.Context, m measurement, spec loadSpec) (
 	for i, p := range m.procs {
 		cpu0[i], _ = p.cpu()
 	}
+	busy0, busyErr := machineBusy()
 	self0, t0 := selfCPU(), time.Now()
 	res, err := runLoad(ctx, spec, m.do)
 	if err != nil {
 		return sample{}, err
 	}
 	sm := sample{res: res, wall: time.Since(t0), cpu: map[string]time.Duration{"load generator": selfCPU() - self0}}
+	busy1, err := machineBusy()
+	others := busy1 - busy0 - sm.cpu["load generator"]
 	for i, p := range m.procs {
 		if c, err := p.cpu(); err == nil {
 			sm.cpu[p.name] = c - cpu0[i]
+			others -= c - cpu0[i]
 		}
+	}
+	if busyErr == nil && err == nil {
+		sm.cpu[otherCPU] = max(0, others)
 	}
 	if len(m.procs) > 0 {
 		sm.rss, _ = m.procs[0].rss()

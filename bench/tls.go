@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -76,10 +77,20 @@ func startVariants(vs []*tlsVariant, start func(v *tlsVariant) error) error {
 // tlsSpec is the load of a point of a TLS scenario: the closed loop (rate
 // 0) or an open loop.
 func (r *runner) tlsSpec(rate float64, warm bool) loadSpec {
+	s := r.closedSpec(warm, 0)
 	if rate > 0 {
-		return r.openSpec(rate, warm, 0)
+		s = r.openSpec(rate, warm, 0)
 	}
-	return r.closedSpec(warm, 0)
+	s.duration = r.tlsDuration()
+	return s
+}
+
+// tlsDuration is the measured time of a point of a TLS scenario.
+func (r *runner) tlsDuration() time.Duration {
+	if d := r.o.sizes.tlsDuration; d > 0 {
+		return d
+	}
+	return r.o.duration
 }
 
 // runMissMTLS: the cache-miss path, plaintext and mTLS upstream.
@@ -129,7 +140,7 @@ func runMissMTLS(ctx context.Context, r *runner, fl *fleet, rep *report) error {
 		return err
 	}
 
-	s, secs := r.o.sizes, r.o.duration.Seconds()
+	s, secs := r.o.sizes, r.tlsDuration().Seconds()
 	closedN := int(math.Ceil(s.missTLSPerS * secs))
 	need := closedN
 	for _, rate := range s.missRates {
@@ -176,6 +187,7 @@ func runMissMTLS(ctx context.Context, r *runner, fl *fleet, rep *report) error {
 		}
 		var ms []measurement
 		if skipped == nil {
+			bm.spec.duration = r.tlsDuration()
 			ms = append(ms, bm)
 		}
 		for _, v := range vs {
