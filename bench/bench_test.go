@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -76,6 +80,7 @@ func TestSmoke(t *testing.T) {
 		for _, want := range []string{
 			"| scenario | mode | target rps | achieved rps | p50 | p90 | p99 | p99.9 | errors | ratio to baseline |",
 			"## Goals", "L1-hit throughput, gRPC ext_authz", "### revocation",
+			"| point | variant | req/s | p50 | p99 | server CPU µs/req | ×plaintext req/s |", "### miss-mtls", "### verify-tls",
 		} {
 			if !strings.Contains(string(md), want) {
 				t.Errorf("summary lacks %q", want)
@@ -157,6 +162,8 @@ func checkReport(t *testing.T, o options, rep *report) {
 		if rep.Published == nil || rep.Points[0].Classes["verify"].Requests == 0 || rep.Points[0].Classes["issue"].Requests == 0 {
 			t.Errorf("mixed profile: published %+v, classes %+v", rep.Published, rep.Points[0].Classes)
 		}
+	case "miss-mtls", "verify-tls":
+		checkComparison(t, rep)
 	case "memory":
 		m := rep.Memory
 		if m == nil || len(m.Steps) != len(o.sizes.memoryKeys)+1 || m.Extrapolated == nil || m.BigAtRest == nil || m.Retained <= 0 {
@@ -254,6 +261,70 @@ func TestClosedLoop_MaxOps(t *testing.T) {
 	}
 }
 
+// TestProbeTLS checks the probe that stands behind the TLS scenarios'
+// claims: it accepts a listener that serves the right certificate and
+// requires a client certificate, and fails one that does not require it or
+// serves another certificate.
+func TestProbeTLS(t *testing.T) {
+	var fl fleet
+	t.Cleanup(func() { _ = fl.close() })
+	p, err := newPKI(&fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := p.serverLeaf("server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := p.serverLeaf("other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := p.clientLeaf("client", sidecarSPIFFE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := func(cert leaf, auth tls.ClientAuthType) string {
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert.pair}, ClientAuth: auth, ClientCAs: p.pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					// Like a gRPC server, speak first once the handshake is done
+					// (so the probe need not wait for its read deadline).
+					if c.(*tls.Conn).Handshake() == nil {
+						_, _ = c.Write([]byte{0})
+					}
+					_, _ = io.Copy(io.Discard, c)
+				}()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	mutual, serverOnly, wrong := listen(srv, tls.RequireAndVerifyClientCert), listen(srv, tls.NoClientCert), listen(other, tls.NoClientCert)
+	for _, c := range []struct {
+		name, addr    string
+		require, fail bool
+	}{
+		{"mTLS listener, mTLS wanted", mutual, true, false},
+		{"server-only TLS, server TLS wanted", serverOnly, false, false},
+		{"server-only TLS, mTLS wanted", serverOnly, true, true},
+		{"another certificate", wrong, false, true},
+	} {
+		if err := p.probeTLS(c.addr, srv, cli, c.require); (err != nil) != c.fail {
+			t.Errorf("%s: probe error %v, want failure %v", c.name, err, c.fail)
+		}
+	}
+}
+
 func TestMetrics_Sum(t *testing.T) {
 	m := metrics{
 		`talos_proxy_cache_lookups_total{layer="memory",result="hit"}`:  7,
@@ -274,6 +345,42 @@ func TestMetrics_Sum(t *testing.T) {
 	} {
 		if got := m.sum(c.name, c.labels...); got != c.want {
 			t.Errorf("sum(%s, %v) = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+}
+
+// checkComparison checks a TLS scenario's side-by-side table: at every load
+// point each variant is there, and each TLS variant has its ratio to
+// plaintext.
+func checkComparison(t *testing.T, rep *report) {
+	t.Helper()
+	want := map[string][]string{"miss-mtls": {"no-op", "plaintext", "mTLS"}, "verify-tls": {"plaintext", "HTTPS", "mTLS"}}[rep.Scenario]
+	c := rep.Comparison
+	if c == nil || c.Against != "plaintext" {
+		t.Fatalf("comparison %+v", c)
+	}
+	byPoint := map[string][]comparisonRow{}
+	for _, row := range c.Rows {
+		byPoint[row.Point] = append(byPoint[row.Point], row)
+	}
+	if byPoint["closed max"] == nil || len(byPoint) < 2 {
+		t.Errorf("comparison points %v: want the closed loop and an open loop", slices.Collect(maps.Keys(byPoint)))
+	}
+	for pt, rows := range byPoint {
+		var got []string
+		for _, row := range rows {
+			got = append(got, row.Variant)
+			switch {
+			case row.AchievedRPS <= 0 || row.P50 <= 0 || row.P99 < row.P50 || row.ServerCPUus <= 0:
+				t.Errorf("%s %s: %+v", pt, row.Variant, row)
+			case (row.Variant == "plaintext" || row.Variant == "no-op") != (row.Ratio == nil):
+				t.Errorf("%s %s: ratio %+v", pt, row.Variant, row.Ratio)
+			case row.Ratio != nil && pt == "closed max" && row.Ratio.Throughput <= 0:
+				t.Errorf("%s %s: no throughput ratio", pt, row.Variant)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: variants %v, want %v", pt, got, want)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -137,10 +138,14 @@ func checkOp(c *checkClient, reqs []*authv3.CheckRequest, unique, wantAllow bool
 }
 
 // newHTTPClient keeps up to conns idle keep-alive connections per host.
-func newHTTPClient(conns int) *http.Client {
+func newHTTPClient(conns int) *http.Client { return newTLSHTTPClient(conns, nil) }
+
+// newTLSHTTPClient is newHTTPClient with the TLS settings of cfg for https
+// URLs. It speaks HTTP/1.1 over TLS too (no ALPN h2), as over plaintext.
+func newTLSHTTPClient(conns int, cfg *tls.Config) *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: time.Minute,
-		DisableCompression: true, ForceAttemptHTTP2: false,
+		DisableCompression: true, ForceAttemptHTTP2: false, TLSClientConfig: cfg,
 	}, Timeout: 30 * time.Second}
 }
 
@@ -178,6 +183,8 @@ func httpCheckOp(hc *http.Client, base string, creds []string, unique, wantAllow
 type adminClient struct {
 	base string
 	hc   *http.Client
+	// token is sent as a bearer token when set.
+	token string
 }
 
 func newAdminClient(base string, conns int) *adminClient {
@@ -196,6 +203,9 @@ func (a *adminClient) call(ctx context.Context, path string, in any, want int, o
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
 	resp, err := a.hc.Do(req)
 	if err != nil {
 		return err
@@ -378,17 +388,28 @@ func (a *adminClient) deriveTokens(ctx context.Context, parents []string, n int)
 // importedKeys returns n distinct random raw keys (the shape of a key some
 // other system issued) and imports them.
 func (a *adminClient) importedKeys(ctx context.Context, n int) ([]string, error) {
+	raw := rawKeys(n)
+	return raw, a.importAll(ctx, raw)
+}
+
+// rawKeys returns n distinct random raw keys.
+func rawKeys(n int) []string {
 	raw := make([]string, n)
 	b := make([]byte, 24)
 	for i := range raw {
 		_, _ = rand.Read(b)
 		raw[i] = "legacy_" + hex.EncodeToString(b)
 	}
+	return raw
+}
+
+// importAll imports raw keys in batches, two calls at a time.
+func (a *adminClient) importAll(ctx context.Context, raw []string) error {
+	n := len(raw)
 	batches := (n + importBatchSize - 1) / importBatchSize
-	err := parallel(ctx, batches, 2, func(ctx context.Context, i int) error {
+	return parallel(ctx, batches, 2, func(ctx context.Context, i int) error {
 		return a.importKeys(ctx, raw[i*importBatchSize:min(n, (i+1)*importBatchSize)])
 	})
-	return raw, err
 }
 
 // metrics is one scrape of a Prometheus text exposition: sample line

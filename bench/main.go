@@ -88,22 +88,31 @@ type sizes struct {
 	missRates   []float64
 	jwtRates    []float64
 	midRates    []float64
+	// missTLSPerS sizes the closed loops of miss-mtls: keys for this many
+	// checks a second over -duration, per variant.
+	missTLSPerS float64
+	verifyKeys  int // keys cycled through the admin verifies of verify-tls
+	// tlsDuration, when set, replaces -duration in the TLS scenarios (the
+	// smoke run keeps their six points each short).
+	tlsDuration time.Duration
 }
 
 var fullSizes = sizes{
 	hotKeys: 16, l2Keys: 40_000, missClosed: 20_000, jwtClosed: 50_000, mixedKeys: 1_000,
 	memoryKeys: []int{50_000, 100_000}, memoryProbe: 2_000, memoryWarm: 1_000, revocations: 20, revokeWait: 3 * time.Second,
 	missRates: []float64{1000}, jwtRates: []float64{1000}, midRates: []float64{1000, 5000},
+	missTLSPerS: 8000, verifyKeys: 1_000,
 }
 
 var quickSizes = sizes{
 	hotKeys: 4, l2Keys: 200, missClosed: 300, jwtClosed: 300, mixedKeys: 20,
 	memoryKeys: []int{200, 400}, memoryProbe: 100, memoryWarm: 50, revocations: 2, revokeWait: 500 * time.Millisecond,
 	missRates: []float64{200}, jwtRates: []float64{200}, midRates: []float64{500},
+	missTLSPerS: 1000, verifyKeys: 20,
 }
 
 // scenarioNames lists every scenario in run order.
-var scenarioNames = []string{"l1-hit", "l2-redis", "miss-sqlite", "miss-postgres", "jwt", "mixed", "revocation", "memory"}
+var scenarioNames = []string{"l1-hit", "l2-redis", "miss-sqlite", "miss-postgres", "miss-mtls", "jwt", "mixed", "verify-tls", "revocation", "memory"}
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -135,6 +144,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.sizes = quickSizes
 		if !set["duration"] {
 			o.duration = 300 * time.Millisecond
+			o.sizes.tlsDuration = 100 * time.Millisecond
 		}
 		if !set["warmup"] {
 			o.warmup = 100 * time.Millisecond

@@ -211,6 +211,37 @@ func readCPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTicksPerSec, nil
 }
 
+// otherCPU names, in a point's CPU, the CPU time the whole machine spent
+// outside the processes the point measures: the harness's idle processes,
+// the databases, the kernel, and anything else running on the machine
+// (another job on a shared VM makes the point's figures low).
+const otherCPU = "other processes"
+
+// machineBusy returns the CPU time the machine has spent busy (all CPUs,
+// everything but idle and I/O wait), from /proc/stat.
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	// cpu user nice system idle iowait irq softirq steal (guest time is
+	// counted in user).
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("unexpected /proc/stat line %q", line)
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / clockTicksPerSec, nil
+}
+
 // selfCPU returns the CPU time this process (the load generator) has used.
 func selfCPU() time.Duration {
 	var ru syscall.Rusage

@@ -38,6 +38,7 @@ type report struct {
 	Published  *published  `json:"published,omitempty"`
 	Revocation *revocation `json:"revocation,omitempty"`
 	Memory     *memory     `json:"memory,omitempty"`
+	Comparison *comparison `json:"comparison,omitempty"`
 }
 
 type settings struct {
@@ -153,6 +154,82 @@ type memory struct {
 	BigAtRest         *memoryStep  `json:"big_budget_at_rest"`
 	Extrapolated      *memoryStep  `json:"extrapolated_1m"`
 	ExtrapolatedLabel string       `json:"extrapolated_label"`
+}
+
+// comparison sets the variants of one workload side by side, each against
+// the variant named Against at the same load point (the TLS scenarios:
+// against plaintext).
+type comparison struct {
+	Against string          `json:"against"`
+	Rows    []comparisonRow `json:"rows"`
+}
+
+type comparisonRow struct {
+	Point       string  `json:"point"` // "closed max", "open 1000/s"
+	Variant     string  `json:"variant"`
+	Target      string  `json:"target"`
+	AchievedRPS float64 `json:"achieved_rps"`
+	P50         float64 `json:"p50_ms"`
+	P99         float64 `json:"p99_ms"`
+	// ServerCPUus is the CPU time of the processes serving the point (not
+	// the load generator, nor the other processes) per request, in
+	// microseconds.
+	ServerCPUus float64 `json:"server_cpu_us_per_request"`
+	// Ratio is to the Against row of the same point; nil for that row and
+	// for the no-op.
+	Ratio *ratio `json:"ratio,omitempty"`
+}
+
+// compareRows returns one row per point of pts, which were measured at the
+// same load point; the first one whose variant is against is the reference.
+func compareRows(against string, variants []string, pts []point) []comparisonRow {
+	var ref *point
+	for i := range pts {
+		if variants[i] == against {
+			ref = &pts[i]
+			break
+		}
+	}
+	rows := make([]comparisonRow, len(pts))
+	for i, p := range pts {
+		var cpu float64
+		for name, cores := range p.CPUCores {
+			if name != "load generator" && name != otherCPU {
+				cpu += cores
+			}
+		}
+		row := comparisonRow{
+			Point: p.Mode + " " + rateText(p.TargetRPS), Variant: variants[i], Target: p.Target,
+			AchievedRPS: p.AchievedRPS, P50: p.Latency.P50, P99: p.Latency.P99,
+		}
+		if p.AchievedRPS > 0 {
+			row.ServerCPUus = math.Round(cpu/p.AchievedRPS*1e7) / 10
+		}
+		if ref != nil && variants[i] != against && p.Target != targetNoop {
+			row.Ratio = ratioTo(p, *ref)
+		}
+		rows[i] = row
+	}
+	return rows
+}
+
+func comparisonTable(c *comparison) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| point | variant | req/s | p50 | p99 | server CPU µs/req | ×%[1]s req/s | ×%[1]s p50 | ×%[1]s p99 |\n", c.Against)
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, r := range c.Rows {
+		rps, p50, p99 := "–", "–", "–"
+		if q := r.Ratio; q != nil {
+			p50, p99 = fmt.Sprintf("%.2f×", q.P50), fmt.Sprintf("%.2f×", q.P99)
+			if q.Throughput > 0 {
+				rps = fmt.Sprintf("%.2f×", q.Throughput)
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.1f | %s | %s | %s |\n", r.Point, r.Variant, thousands(r.AchievedRPS),
+			msText(r.P50), msText(r.P99), r.ServerCPUus, rps, p50, p99)
+	}
+	b.WriteString("\n")
+	return b.String()
 }
 
 type memoryStep struct {
@@ -337,6 +414,9 @@ func writeSummary(dir string, rn *runner, reps []*report) error {
 		if m := r.Memory; m != nil {
 			b.WriteString(memoryTable(m))
 		}
+		if c := r.Comparison; c != nil {
+			b.WriteString(comparisonTable(c))
+		}
 		for _, t := range []string{"grpc", "http"} {
 			if p, ok := plots[r.Scenario+"-"+t]; ok {
 				fmt.Fprintf(&b, "![%s %s latency over load](%s)\n\n", r.Scenario, transportName(t), p)
@@ -413,30 +493,34 @@ func ratioText(p point) string {
 }
 
 func cpuText(c map[string]float64) string {
-	short := map[string]string{"load generator": "load", "control plane": "cp", "warming sidecar": "sidecar A"}
+	short := map[string]string{"load generator": "load", "control plane": "cp", "sidecar": "sidecar", "warming sidecar": "sidecar A", otherCPU: "others"}
 	var names []string
 	for n := range c {
 		names = append(names, n)
 	}
 	slices.SortFunc(names, func(a, b string) int {
-		// The load generator last.
-		if (a == "load generator") != (b == "load generator") {
-			if a == "load generator" {
-				return 1
-			}
-			return -1
-		}
-		return strings.Compare(a, b)
+		// The load generator, then the other processes, last.
+		rank := func(n string) int { return map[string]int{"load generator": 1, otherCPU: 2}[n] }
+		return cmp.Or(cmp.Compare(rank(a), rank(b)), strings.Compare(a, b))
 	})
 	var parts []string
 	for _, n := range names {
 		s := n
-		if v, ok := short[n]; ok {
+		// "control plane (mTLS)" is the cp of its own point.
+		if v, ok := short[strings.TrimSuffix(n, suffixOf(n))]; ok {
 			s = v
 		}
 		parts = append(parts, fmt.Sprintf("%s %.2f", s, c[n]))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// suffixOf returns the " (…)" at the end of a process name, or "".
+func suffixOf(name string) string {
+	if i := strings.LastIndex(name, " ("); i > 0 && strings.HasSuffix(name, ")") {
+		return name[i:]
+	}
+	return ""
 }
 
 func msText(v float64) string {
@@ -541,7 +625,11 @@ func throughputPlot(dir, date string, reps []*report) (string, bool, error) {
 			}
 			names = append(names, shortName(r.Scenario, p))
 			talos = append(talos, p.AchievedRPS)
-			noop = append(noop, r.baselineOf(p).AchievedRPS)
+			b := r.baselineOf(p)
+			if b.Target != targetNoop {
+				b = point{}
+			}
+			noop = append(noop, b.AchievedRPS)
 		}
 	}
 	if len(names) == 0 {
@@ -585,6 +673,10 @@ func shortName(scenario string, p point) string {
 		s += " unique"
 	case scenario == "jwt":
 		s += " repeated"
+	case scenario == "miss-mtls" || scenario == "verify-tls":
+		// The variant: "mTLS upstream, certificate identity" -> "mTLS upstream".
+		v, _, _ := strings.Cut(p.Label, ",")
+		s += " " + v
 	case scenario == "memory":
 		if f := strings.Fields(p.Label); len(f) > 2 {
 			s += " fill " + f[2]

@@ -116,6 +116,10 @@ type measurement struct {
 	// metrics is a sidecar metrics base URL whose counters say where the
 	// verdicts came from; "" for none.
 	metrics string
+	// perRound, when set, gives each round of measureAlternating a fresh op
+	// and its request bound (unique keys: a round must not reuse the keys
+	// of the one before); do and spec.maxOps are then ignored.
+	perRound func() (op, uint64, error)
 }
 
 // sample is one run of a measurement.
@@ -145,16 +149,23 @@ func (r *runner) sampleOnce(ctx context.Context, m measurement, spec loadSpec) (
 	for i, p := range m.procs {
 		cpu0[i], _ = p.cpu()
 	}
+	busy0, busyErr := machineBusy()
 	self0, t0 := selfCPU(), time.Now()
 	res, err := runLoad(ctx, spec, m.do)
 	if err != nil {
 		return sample{}, err
 	}
 	sm := sample{res: res, wall: time.Since(t0), cpu: map[string]time.Duration{"load generator": selfCPU() - self0}}
+	busy1, err := machineBusy()
+	others := busy1 - busy0 - sm.cpu["load generator"]
 	for i, p := range m.procs {
 		if c, err := p.cpu(); err == nil {
 			sm.cpu[p.name] = c - cpu0[i]
+			others -= c - cpu0[i]
 		}
+	}
+	if busyErr == nil && err == nil {
+		sm.cpu[otherCPU] = max(0, others)
 	}
 	if len(m.procs) > 0 {
 		sm.rss, _ = m.procs[0].rss()
@@ -211,6 +222,12 @@ func (r *runner) measureAlternating(ctx context.Context, ms []measurement, round
 			spec.duration = m.spec.duration / time.Duration(rounds)
 			if round > 0 {
 				spec.warmup = 0
+			}
+			if m.perRound != nil {
+				var err error
+				if m.do, spec.maxOps, err = m.perRound(); err != nil {
+					return nil, fmt.Errorf("%s, round %d: %w", m.label, round+1, err)
+				}
 			}
 			sm, err := r.sampleOnce(ctx, m, spec)
 			if err != nil {
@@ -591,6 +608,11 @@ func analyze(ctx context.Context, dsn string) error {
 
 // startControlPlane runs `talos serve` on dsn.
 func (r *runner) startControlPlane(ctx context.Context, fl *fleet, dsn string, extra ...string) (*controlPlane, error) {
+	return r.startNamedControlPlane(ctx, fl, "control plane", dsn, extra...)
+}
+
+// startNamedControlPlane is startControlPlane for a process called name.
+func (r *runner) startNamedControlPlane(ctx context.Context, fl *fleet, name, dsn string, extra ...string) (*controlPlane, error) {
 	env := childEnv(append([]string{
 		"TALOS_SERVE_HTTP_HOST=127.0.0.1", "TALOS_SERVE_HTTP_PORT=0",
 		"TALOS_SERVE_GRPC_HOST=127.0.0.1", "TALOS_SERVE_GRPC_PORT=0",
@@ -600,7 +622,7 @@ func (r *runner) startControlPlane(ctx context.Context, fl *fleet, dsn string, e
 		"TALOS_DB_DSN=" + dsn,
 		"TALOS_DB_AUTO_MIGRATE=true",
 	}, extra...)...)
-	p, err := fl.start(ctx, "control plane", r.o.talosBin, []string{"serve"}, env)
+	p, err := fl.start(ctx, name, r.o.talosBin, []string{"serve"}, env)
 	if err != nil {
 		return nil, err
 	}

@@ -73,6 +73,15 @@ func scenarios() []scenario {
 			},
 		},
 		{
+			name: "miss-mtls", title: "Cache miss over a plaintext and an mTLS upstream",
+			about: "The miss path of miss-sqlite (each check an imported key never seen before: a gRPC call from the sidecar to the control plane, " +
+				"one SQLite read) through two sidecar and control-plane pairs in the same run: one linked in plaintext (the sidecar authenticated by " +
+				"a sidecar token), one over mTLS (serve.grpc.tls with client_auth require, proxy.upstream_tls with the CA and the sidecar's " +
+				"certificate, whose URI SAN is granted the sidecar role by serve.admin.auth.identities). The no-op, plaintext and mTLS points " +
+				"alternate in rounds, and the mTLS figures are also given as ratios to plaintext.",
+			run: runMissMTLS,
+		},
+		{
 			name: "jwt", title: "Derived JWT verified at the sidecar",
 			about: "JWTs derived from an issued key through the control plane, then checked at the sidecar. A token's first check is a local " +
 				"EdDSA verification against the cached JWKS (no call to the control plane); repeated checks of the same token are L1 hits. " +
@@ -85,6 +94,14 @@ func scenarios() []scenario {
 				"over the HTTP/JSON admin API, compared with Talos's published 16,766 req/s and verify p95 48 ms / p99 95 ms " +
 				"(their hardware: Apple M4 Max; ours: this 2-vCPU VM shared with the load generator and PostgreSQL).",
 			run: runMixed,
+		},
+		{
+			name: "verify-tls", title: "Admin verify over plaintext HTTP, HTTPS and mTLS",
+			about: "POST /v2alpha1/admin/apiKeys:verify of imported keys (cycled) against three control planes on SQLite in the same run: " +
+				"plaintext HTTP and HTTPS (serve.http.tls) with a verifier bearer token, and mTLS (client_auth require) where the caller's " +
+				"certificate (URI SAN granted the verifier role) is its only credential. HTTP/1.1 keep-alive connections, so the handshakes " +
+				"happen in the warm-up; the points alternate in rounds and are given as ratios to plaintext.",
+			run: runVerifyTLS,
 		},
 		{
 			name: "revocation", title: "Revocation propagation to the sidecar",
