@@ -144,7 +144,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.sizes = quickSizes
 		if !set["duration"] {
 			o.duration = 300 * time.Millisecond
-			o.sizes.tlsDuration = 100 * time.Millisecond
 		}
 		if !set["warmup"] {
 			o.warmup = 100 * time.Millisecond

@@ -300,6 +300,15 @@ func runVerifyTLS(ctx context.Context, r *runner, fl *fleet, rep *report) error 
 		if id, err := v.verify.verify(ctx, raw[0]); err != nil || id == "" {
 			return fmt.Errorf("%s: the first verify: %w", v.name, errors.Join(err, errors.New("a valid key was reported invalid")))
 		}
+		// Open every worker's connection now, TLS handshakes included, so
+		// that short points measure requests rather than handshakes.
+		var g errgroup.Group
+		for range r.openWorkers() {
+			g.Go(func() error { _, err := v.verify.verify(ctx, raw[0]); return err })
+		}
+		if err := g.Wait(); err != nil {
+			return fmt.Errorf("%s: opening the connections: %w", v.name, err)
+		}
 	}
 	rep.note(fmt.Sprintf("%d imported keys, the same in each control plane, verified in turn; the control planes run without a verdict cache "+
 		"(cache.type noop, the default), so each verify reads SQLite.", len(raw)))

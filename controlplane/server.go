@@ -128,6 +128,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		}
 	}
 	s.httpSrv = serve.HTTPServer(h, s.httpLn, serve.HTTPTimeouts{}, cfg.HTTPTLS)
+	s.httpSrv.ErrorLog = serve.ErrorLog(log)
 
 	mmux := http.NewServeMux()
 	httpapi.Health(mmux, ready)
@@ -135,6 +136,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		mmux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry}))
 	}
 	s.metrics = serve.HTTPServer(mmux, s.metricLn, serve.HTTPTimeouts{Read: 5 * time.Second, Idle: 30 * time.Second, MaxHeaderBytes: 16 << 10}, cfg.MetricsTLS)
+	s.metrics.ErrorLog = serve.ErrorLog(log)
 
 	auth := cfg.HTTP.Auth
 	s.grpcSrv = grpc.NewServer(append(serve.GRPCOptions(cfg.Limits, cfg.GRPCTLS),

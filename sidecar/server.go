@@ -152,6 +152,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		authz.ServeHTTP(w, r)
 	})
 	s.httpSrv = serve.HTTPServer(front, s.httpLn, serve.HTTPTimeouts{Read: 10 * time.Second, Write: 10 * time.Second, Idle: 120 * time.Second, MaxHeaderBytes: 256 << 10}, cfg.HTTPTLS)
+	s.httpSrv.ErrorLog = serve.ErrorLog(log)
 
 	mmux := http.NewServeMux()
 	s.healthRoutes(mmux)
@@ -159,6 +160,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		mmux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry}))
 	}
 	s.metrics = serve.HTTPServer(mmux, s.metricLn, serve.HTTPTimeouts{Read: 5 * time.Second, Idle: 30 * time.Second, MaxHeaderBytes: 16 << 10}, cfg.MetricsTLS)
+	s.metrics.ErrorLog = serve.ErrorLog(log)
 	return s, nil
 }
 
