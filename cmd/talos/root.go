@@ -36,7 +36,7 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServeCmd(e), newProxyCmd(e), newMigrateCmd(e), newVersionCmd(e), newKeysCmd(e), newJWKCmd(e), newTokenCmd(e))
+	root.AddCommand(newServeCmd(e), newProxyCmd(e), newMigrateCmd(e), newVersionCmd(e), newKeysCmd(e), newJWKCmd(e), newTokenCmd(e), newInjectCmd(e))
 	return root.ExecuteContext(ctx)
 }
 
