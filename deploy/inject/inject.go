@@ -98,7 +98,9 @@ type DeniedError struct{ Reason string }
 
 func (e *DeniedError) Error() string { return "talos sidecar injection refused: " + e.Reason }
 
-func denied(format string, args ...any) error { return &DeniedError{Reason: fmt.Sprintf(format, args...)} }
+func denied(format string, args ...any) error {
+	return &DeniedError{Reason: fmt.Sprintf(format, args...)}
+}
 
 // Mutation is the change injection makes to one pod: the annotations to
 // set, the sidecar container and, with a ConfigMap, its volume. It is the

@@ -72,19 +72,29 @@ func newWorkload(apiVersion, kind string) *workload {
 		return &workload{o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.ObjectMeta, &o.Spec }}
 	case "apps/v1 Deployment":
 		o := &appsv1.Deployment{}
-		return &workload{o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec }}
+		return &workload{o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
+			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
+		}}
 	case "apps/v1 StatefulSet":
 		o := &appsv1.StatefulSet{}
-		return &workload{o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec }}
+		return &workload{o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
+			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
+		}}
 	case "apps/v1 DaemonSet":
 		o := &appsv1.DaemonSet{}
-		return &workload{o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec }}
+		return &workload{o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
+			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
+		}}
 	case "apps/v1 ReplicaSet":
 		o := &appsv1.ReplicaSet{}
-		return &workload{o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec }}
+		return &workload{o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
+			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
+		}}
 	case "batch/v1 Job":
 		o := &batchv1.Job{}
-		return &workload{o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec }}
+		return &workload{o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
+			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
+		}}
 	case "batch/v1 CronJob":
 		o := &batchv1.CronJob{}
 		return &workload{o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
