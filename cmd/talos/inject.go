@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -49,7 +50,10 @@ func newInjectCmd(e *env) *cobra.Command {
 }
 
 func newInjectServeCmd(e *env) *cobra.Command {
-	var cfgFile, listen, certFile, keyFile, logLevel string
+	var (
+		cfgFile, listen, certFile, keyFile, logLevel string
+		drainDelay, shutdownTimeout                  time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the sidecar injector: a mutating admission webhook (HTTPS, POST /inject)",
@@ -76,6 +80,7 @@ func newInjectServeCmd(e *env) *cobra.Command {
 			}
 			srv, err := inject.NewServer(inject.NewHandler(in, log), inject.ServerOptions{
 				Listener: ln, TLS: srvTLS.Config("h2", "http/1.1"), Logger: log,
+				DrainDelay: drainDelay, ShutdownTimeout: shutdownTimeout,
 			})
 			if err != nil {
 				ln.Close()
@@ -89,6 +94,8 @@ func newInjectServeCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", ":8443", "HTTPS listen address")
 	cmd.Flags().StringVar(&certFile, "tls-cert-file", "", "PEM certificate chain (re-read when it changes)")
 	cmd.Flags().StringVar(&keyFile, "tls-key-file", "", "PEM private key")
+	cmd.Flags().DurationVar(&drainDelay, "drain-delay", 5*time.Second, "on SIGTERM, keep serving this long with /health/ready failing")
+	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", 10*time.Second, "then wait this long for reviews in flight")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -23,7 +23,14 @@ type ServerOptions struct {
 	// rotated certificate is picked up. Required: the API server calls
 	// webhooks over HTTPS only.
 	TLS *tls.Config
-	// ShutdownTimeout bounds the graceful shutdown (default 10s).
+	// DrainDelay is how long reviews keep being served after shutdown
+	// begins, with /health/ready failing, so that the endpoints controller
+	// takes the pod out of the webhook's Service before the listener
+	// closes (an API server calling a closed listener fails the pod
+	// creation under failurePolicy Fail). Zero closes at once.
+	DrainDelay time.Duration
+	// ShutdownTimeout bounds the wait for reviews in flight once the
+	// listener is closed (default 10s).
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
 }
@@ -36,6 +43,7 @@ const MaxConnections = 256
 type Server struct {
 	srv     *http.Server
 	ln      net.Listener
+	drain   time.Duration
 	timeout time.Duration
 	log     *slog.Logger
 	// draining turns /health/ready to 503 once shutdown begins, so the
@@ -57,7 +65,7 @@ func NewServer(h *Handler, o ServerOptions) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{ln: o.Listener, timeout: o.ShutdownTimeout, log: o.Logger}
+	s := &Server{ln: o.Listener, drain: o.DrainDelay, timeout: o.ShutdownTimeout, log: o.Logger}
 	mux := http.NewServeMux()
 	mux.Handle("/inject", h)
 	mux.HandleFunc("GET /health/alive", func(w http.ResponseWriter, _ *http.Request) { writeHealth(w, true) })
@@ -85,8 +93,10 @@ func writeHealth(w http.ResponseWriter, ok bool) {
 // Addr is the listener's address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// Run serves until ctx ends, then stops: readiness fails at once, and
-// reviews in flight finish within the shutdown timeout.
+// Run serves until ctx ends, then stops: readiness fails at once, reviews
+// keep being served for the drain delay, then the listener closes and
+// reviews in flight finish within the shutdown timeout. It returns nil
+// after a clean shutdown.
 func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() {
@@ -98,8 +108,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("injector server: %w", err)
 	case <-ctx.Done():
 	}
-	s.log.Info("Shutting down the injector")
+	s.log.Info("Shutting down the injector", slog.Duration("drain_delay", s.drain))
 	s.draining.Store(true)
+	if s.drain > 0 {
+		select {
+		case <-time.After(s.drain):
+		case err := <-errc:
+			return fmt.Errorf("injector server: %w", err)
+		}
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
 	err := s.srv.Shutdown(sctx)
