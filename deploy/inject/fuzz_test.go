@@ -110,4 +110,3 @@ func FuzzPlanAnnotations(f *testing.F) {
 		}
 	})
 }
-
