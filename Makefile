@@ -6,7 +6,7 @@ PROTO_DIR := pkg/api/talos/v2alpha1
 SIDECAR_PROTO_DIR := pkg/api/talos/sidecar/v1
 PROTOC_INCLUDE ?= /usr/include
 
-.PHONY: all build run test test-short generate lint bench microbench fuzz clean tools
+.PHONY: all build run test test-short generate lint bench microbench fuzz clean tools image
 
 all: build
 
@@ -15,6 +15,16 @@ build:
 
 run: build
 	./scripts/run.sh
+
+# The container image, without a Docker daemon or a base image
+# (scripts/image, docs/kubernetes.md): a static binary (CGO_ENABLED=0,
+# -trimpath, no VCS stamp, no build ID) in one layer with the nonroot user,
+# a CA bundle and /data, as bin/talos-image.tar (docker load, podman load)
+# and the OCI layout bin/talos-image-oci. Reproducible: every timestamp is
+# SOURCE_DATE_EPOCH (default: the last commit's time). Prints the digest.
+IMAGE_FLAGS ?=
+image:
+	$(GO) run ./scripts/image $(IMAGE_FLAGS)
 
 test:
 	$(GO) test -race -count=1 -timeout 20m ./...
