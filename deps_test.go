@@ -80,6 +80,12 @@ func stdlib(p string) bool { return !strings.Contains(strings.Split(p, "/")[0], 
 // ourUnder reports whether p is a package of this module under dir.
 func ourUnder(p, dir string) bool { return ours(p) && under(rel(p), dir) }
 
+// kubernetes reports an import of the Kubernetes API machinery, or of ours
+// that brings it (the injector).
+func kubernetes(p string) bool {
+	return strings.HasPrefix(p, "k8s.io/") || strings.HasPrefix(p, "sigs.k8s.io/") || ourUnder(p, "deploy/inject")
+}
+
 // TestDependencyRule enforces the dependency rule of ARCHITECTURE.md and
 // STYLE.md over the transitive imports of every package in the module.
 func TestDependencyRule(t *testing.T) {
@@ -122,6 +128,12 @@ func TestDependencyRule(t *testing.T) {
 			func(p string) bool {
 				return ourUnder(p, "pkg/api") || strings.HasPrefix(p, "google.golang.org/protobuf")
 			}},
+		// Kubernetes types belong to the injector (deploy/inject) and the
+		// wiring; the processes that verify keys never link them.
+		{"controlplane never imports Kubernetes types", "controlplane", kubernetes},
+		{"sidecar never imports Kubernetes types", "sidecar", kubernetes},
+		{"extauthz never imports Kubernetes types", "extauthz", kubernetes},
+		{"pkg/* never imports Kubernetes types", "pkg", kubernetes},
 		{"stores never see protobuf types", "controlplane/store",
 			func(p string) bool {
 				return ourUnder(p, "pkg/api") || strings.HasPrefix(p, "google.golang.org/protobuf")
