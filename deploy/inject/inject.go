@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/talos-project/talos/pkg/config"
 )
 
 // Names the injector reads and writes on pods.
@@ -145,7 +147,7 @@ func (in *Injector) Plan(meta metav1.ObjectMeta, spec corev1.PodSpec) (Outcome, 
 	}
 	tenant := in.cfg.Tenant
 	if t, ok := meta.Annotations[AnnotationTenant]; ok {
-		if t == "" || checkProxyEnv(in.cfg.Upstream, t) != nil {
+		if !config.ValidTenant(t) {
 			return 0, nil, "", denied("annotation %s must be a tenant UUID (got %q)", AnnotationTenant, t)
 		}
 		tenant = t

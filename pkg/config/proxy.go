@@ -324,3 +324,8 @@ func validHostPort(s string) bool {
 	n, err := strconv.Atoi(port)
 	return err == nil && n >= 1 && n <= 65535
 }
+
+// ValidTenant reports whether s is a tenant UUID as proxy.tenant accepts
+// it (the sidecar injector checks the talos.dev/tenant annotation with it,
+// so it never starts a sidecar that refuses its tenant).
+func ValidTenant(s string) bool { return tenantRE.MatchString(s) }
