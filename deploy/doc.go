@@ -2,7 +2,8 @@
 // bootstraps (envoy/), Istio resources (istio/), and nginx and Caddy
 // templates with rendered examples (nginx/, caddy/). See README.md.
 //
-// The package has no Go code of its own. Its tests load the Envoy configs
+// The sidecar injector (talos inject) is the Go package deploy/inject; this
+// package has no Go code of its own. Its tests load the Envoy configs
 // into Envoy's protos (go-control-plane) and validate them, check the Istio
 // resources, and run real nginx and Caddy processes in front of the extauthz
 // HTTP handler.
