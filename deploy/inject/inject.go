@@ -121,22 +121,16 @@ type Mutation struct {
 // It returns (Skipped, reason, nil), (Injected, mutation, nil) or a
 // *DeniedError. meta and spec are not modified.
 func (in *Injector) Plan(meta metav1.ObjectMeta, spec corev1.PodSpec) (Outcome, *Mutation, string, error) {
-	if v, ok := meta.Labels[AnnotationInject]; ok {
-		switch v {
-		case "false":
-			return Skipped, nil, "opted out by label " + AnnotationInject, nil
-		case "true":
+	for _, on := range []struct {
+		what string
+		m    map[string]string
+	}{{"label", meta.Labels}, {"annotation", meta.Annotations}} {
+		switch v, ok := on.m[AnnotationInject]; {
+		case !ok, v == "true":
+		case v == "false":
+			return Skipped, nil, "opted out by " + on.what + " " + AnnotationInject, nil
 		default:
-			return 0, nil, "", denied("label %s must be \"true\" or \"false\" (got %q)", AnnotationInject, v)
-		}
-	}
-	if v, ok := meta.Annotations[AnnotationInject]; ok {
-		switch v {
-		case "false":
-			return Skipped, nil, "opted out by annotation " + AnnotationInject, nil
-		case "true":
-		default:
-			return 0, nil, "", denied("annotation %s must be \"true\" or \"false\" (got %q)", AnnotationInject, v)
+			return 0, nil, "", denied("%s %s must be \"true\" or \"false\" (got %q)", on.what, AnnotationInject, v)
 		}
 	}
 	if _, ok := meta.Annotations[AnnotationStatus]; ok {
