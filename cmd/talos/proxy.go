@@ -201,6 +201,7 @@ func buildProxyWith(ctx context.Context, pc config.Proxy, log *slog.Logger, tr p
 		MetadataHeaders:    pc.Headers.Metadata,
 		RemoveCredential:   pc.Headers.RemoveCredential,
 		Tenant:             tenant,
+		HTTPPathPrefix:     pc.HTTPPathPrefix,
 		UnavailableAsError: pc.FailureMode == config.ProxyFailureModeUnavailable,
 		Observe:            decisions.Observe,
 		Logger:             log,
