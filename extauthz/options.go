@@ -94,7 +94,7 @@ func (o *Options) validate() error {
 		}
 		seen[name] = true
 	}
-	if err := checkPathPrefix(o.HTTPPathPrefix); err != nil {
+	if err := CheckHTTPPathPrefix(o.HTTPPathPrefix); err != nil {
 		errs = append(errs, fmt.Errorf("HTTP path prefix %q: %w", o.HTTPPathPrefix, err))
 	}
 	for i := 0; i < len(o.Realm); i++ {
@@ -109,7 +109,7 @@ func (o *Options) validate() error {
 // checkPathPrefix accepts "" and /seg[/seg...] of unreserved characters
 // (RFC 3986: letters, digits, "-", ".", "_", "~"), with no "." or ".."
 // segment and outside the paths the HTTP handler serves itself.
-func checkPathPrefix(p string) error {
+func CheckHTTPPathPrefix(p string) error {
 	if p == "" {
 		return nil
 	}
