@@ -127,10 +127,11 @@ func TestServer_HTTPS(t *testing.T) {
 		body        []byte
 		status      int
 	}{
-		"text/plain":    {"text/plain", review, http.StatusUnsupportedMediaType},
-		"no type":       {"", review, http.StatusUnsupportedMediaType},
-		"garbage":       {"application/json", []byte("{"), http.StatusBadRequest},
-		"unknown field": {"application/json", bytes.Replace(review, []byte(`"request": {`), []byte(`"request": {"sneaky": 1,`), 1), http.StatusBadRequest},
+		"text/plain": {"text/plain", review, http.StatusUnsupportedMediaType},
+		"no type":    {"", review, http.StatusUnsupportedMediaType},
+		"garbage":    {"application/json", []byte("{"), http.StatusBadRequest},
+		// A newer API server may add fields to the envelope: tolerated.
+		"unknown field": {"application/json", bytes.Replace(review, []byte(`"request": {`), []byte(`"request": {"newerField": 1,`), 1), http.StatusOK},
 		"duplicate uid": {"application/json", bytes.Replace(review, []byte(`"request": {`), []byte(`"request": {"uid": "other",`), 1), http.StatusBadRequest},
 		"v1beta1":       {"application/json", bytes.Replace(review, []byte(`admission.k8s.io/v1"`), []byte(`admission.k8s.io/v1beta1"`), 1), http.StatusBadRequest},
 		"too large":     {"application/json", big, http.StatusRequestEntityTooLarge},

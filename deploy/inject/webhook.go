@@ -79,12 +79,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 }
 
-// DecodeReview decodes an AdmissionReview v1 request strictly: no unknown or
-// duplicate fields in the review and its request, case-sensitive names, and
-// a request with a UID. The object is checked only when reviewed.
+// DecodeReview decodes an AdmissionReview v1 request: no duplicate fields,
+// case-sensitive names, and a request with a UID. The object is checked
+// only when reviewed. Unknown fields are tolerated, as in the pod: a newer
+// API server may add some to the envelope, and refusing them under
+// failurePolicy Fail would stop every pod creation in the cluster.
 func DecodeReview(body []byte) (*admissionv1.AdmissionReview, error) {
 	var review admissionv1.AdmissionReview
-	if err := decodeJSONStrict(body, &review); err != nil {
+	strict, err := kjson.UnmarshalStrict(body, &review, kjson.DisallowDuplicateFields)
+	if err != nil {
+		return nil, err
+	}
+	if err := errors.Join(strict...); err != nil {
 		return nil, err
 	}
 	if review.APIVersion != admissionv1.SchemeGroupVersion.String() || review.Kind != "AdmissionReview" {
