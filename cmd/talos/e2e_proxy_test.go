@@ -44,6 +44,7 @@ func startProxy(t *testing.T, upstream string, extraEnv ...string) *testProxy {
 		"TALOS_PROXY_HTTP_HOST=127.0.0.1", "TALOS_PROXY_HTTP_PORT=0",
 		"TALOS_PROXY_METRICS_HOST=127.0.0.1", "TALOS_PROXY_METRICS_PORT=0",
 		"TALOS_LOG_LEVEL=debug",
+		"TALOS_PROXY_SHUTDOWN_DRAIN_DELAY=0s", // tests of the drain set their own
 	}, extraEnv...)
 	ctx, cancel := context.WithCancel(context.Background())
 	sink := &logSink{}

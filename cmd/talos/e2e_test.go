@@ -101,6 +101,9 @@ func serverEnv(dir, grpcPort string) []string {
 		"TALOS_SECRETS_HMAC_CURRENT=e2e-secret-that-is-long-enough-0123456789",
 		"TALOS_DB_DSN=sqlite://" + filepath.Join(dir, "talos.db"),
 		"TALOS_LOG_LEVEL=debug",
+		// No drain on stop (tests of the drain set their own), for the
+		// control plane and an embedded sidecar (--with-proxy).
+		"TALOS_SERVE_SHUTDOWN_DRAIN_DELAY=0s", "TALOS_PROXY_SHUTDOWN_DRAIN_DELAY=0s",
 	}
 }
 

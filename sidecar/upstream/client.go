@@ -75,6 +75,8 @@ type Client struct {
 
 	calls  atomic.Uint64
 	lastOK atomic.Bool
+	// answered: some attempt got an answer (see AnsweredOnce).
+	answered atomic.Bool
 	// jitter returns the delay before a retry, in [0, bound].
 	jitter func(bound time.Duration) time.Duration
 }
@@ -204,6 +206,11 @@ func (c *Client) Ready() bool {
 	}
 	return false
 }
+
+// AnsweredOnce reports whether the control plane has ever answered a call
+// of this client (OK, or INVALID_ARGUMENT: it was reached and judged the
+// request), for the sidecar's readiness. It never turns false again.
+func (c *Client) AnsweredOnce() bool { return c.answered.Load() }
 
 // Calls returns the number of RPC attempts made so far, retries included.
 func (c *Client) Calls() uint64 { return c.calls.Load() }
