@@ -344,8 +344,10 @@ func TestE2E_ControlPlaneDrain(t *testing.T) {
 // TestE2E_ControlPlaneRestartUnderLoad: checks of warm (cached) keys
 // through a sidecar never fail while its control plane is SIGTERMed and a
 // new process started on the same port and database, and the sidecar stays
-// ready throughout (it serves from its caches); afterwards it follows the
-// new process.
+// ready throughout (it serves from its caches); keys the sidecar has never
+// seen, checked during the old process's drain delay, are still answered by
+// it (on the old code it stopped at once and they were denied); afterwards
+// the sidecar follows the new process.
 func TestE2E_ControlPlaneRestartUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
@@ -357,6 +359,7 @@ func TestE2E_ControlPlaneRestartUnderLoad(t *testing.T) {
 	p := startProxy(t, first.grpc)
 	p.waitFresh(t)
 	ks := issueKeys(t, sdk(first.http), 4)
+	cold := issueKeys(t, sdk(first.http), 20)
 	for _, k := range ks {
 		if r := p.check(t, k.secret); !allowed(r) {
 			t.Fatalf("warm-up = %v", r.GetStatus())
@@ -380,6 +383,16 @@ func TestE2E_ControlPlaneRestartUnderLoad(t *testing.T) {
 
 	stopped := time.Now()
 	proc.stop()
+	coldChecked := 0
+	for _, k := range cold {
+		if time.Since(stopped) > 500*time.Millisecond { // half the drain delay
+			break
+		}
+		if r := p.check(t, k.secret); !allowed(r) {
+			t.Errorf("a first-time key checked %v after SIGTERM, within the drain delay: %v", time.Since(stopped), r.GetStatus())
+		}
+		coldChecked++
+	}
 	if ok, err := proc.wait(15 * time.Second); !ok || err != nil {
 		t.Fatalf("first control plane: returned=%v err=%v", ok, err)
 	}
@@ -400,8 +413,8 @@ func TestE2E_ControlPlaneRestartUnderLoad(t *testing.T) {
 	if r := p.check(t, k); !allowed(r) {
 		t.Errorf("a key issued on the new control plane = %v", r.GetStatus())
 	}
-	t.Logf("control plane restart: drained and exited in %v, new process up %v later, sidecar stream resynced %v after that; %d gRPC, %d HTTP checks and %d probes, %d failed",
-		gone.Sub(stopped).Round(time.Millisecond), back.Sub(gone).Round(time.Millisecond), resynced.Sub(back).Round(time.Millisecond), n["grpc"], n["http"], n["ready"], len(failed))
+	t.Logf("control plane restart: drained and exited in %v, new process up %v later, sidecar stream resynced %v after that; %d gRPC, %d HTTP checks and %d probes, %d failed; %d first-time keys answered during the drain",
+		gone.Sub(stopped).Round(time.Millisecond), back.Sub(gone).Round(time.Millisecond), resynced.Sub(back).Round(time.Millisecond), n["grpc"], n["http"], n["ready"], len(failed), coldChecked)
 }
 
 // TestE2E_SidecarReadinessWaitsForControlPlane: a fresh sidecar whose
