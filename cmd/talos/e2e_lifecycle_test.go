@@ -131,6 +131,11 @@ func dialable(addr string) bool {
 func httpCheck(c *http.Client, base, cred string) error {
 	req, _ := http.NewRequest(http.MethodGet, base+"/orders", nil)
 	req.Header.Set("x-api-key", cred)
+	return want200(c, req)
+}
+
+// want200 sends req and wants 200.
+func want200(c *http.Client, req *http.Request) error {
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
@@ -138,7 +143,7 @@ func httpCheck(c *http.Client, base, cred string) error {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP check: status %d", resp.StatusCode)
+		return fmt.Errorf("%s %s: status %d", req.Method, req.URL.Path, resp.StatusCode)
 	}
 	return nil
 }
@@ -222,16 +227,24 @@ func TestE2E_SidecarDrain(t *testing.T) {
 	}
 	eventually(t, "load running", 10*time.Second, func() bool { return l.ok() >= 200 })
 
-	d := watchDrain(t, proc, p.grpc, 15*time.Second, health, p.metrics, p.http)
+	drainUnderLoad(t, "sidecar", l, proc, p.grpc, drain, health, p.metrics, p.http)
+}
+
+// drainUnderLoad SIGTERMs proc under load l (see watchDrain), then wants no
+// request started before the end of the drain delay to have failed, and
+// logs the numbers.
+func drainUnderLoad(t *testing.T, what string, l *load, proc *process, listener string, drain time.Duration, health healthpb.HealthClient, readyURLs ...string) {
+	t.Helper()
+	d := watchDrain(t, proc, listener, 15*time.Second, health, readyURLs...)
 	samples := l.finish()
 	d.check(t, drain)
 	n, failed := before(samples, d.signal.Add(drain))
 	if len(failed) > 0 {
-		t.Errorf("%d of %d checks started before the end of the drain delay failed; first: %+v", len(failed), n["grpc"]+n["http"], failed[0])
+		t.Errorf("%s: %d of %d requests started before the end of the drain delay failed; first: %+v", what, len(failed), n["grpc"]+n["http"], failed[0])
 	}
 	during, _ := before(samples, d.closed)
-	t.Logf("sidecar drain: readiness 503 at +%v, listener closed at +%v, exit at +%v (drain_delay %v); %d gRPC and %d HTTP checks answered before the close, %d failed before the end of the drain delay",
-		d.notReady.Sub(d.signal).Round(time.Millisecond), d.closed.Sub(d.signal).Round(time.Millisecond), d.exited.Sub(d.signal).Round(time.Millisecond), drain,
+	t.Logf("%s drain: readiness 503 at +%v, listener %s closed at +%v, exit at +%v (drain_delay %v); %d gRPC and %d HTTP requests answered before the close, %d failed before the end of the drain delay",
+		what, d.notReady.Sub(d.signal).Round(time.Millisecond), listener, d.closed.Sub(d.signal).Round(time.Millisecond), d.exited.Sub(d.signal).Round(time.Millisecond), drain,
 		during["grpc"], during["http"], len(failed))
 }
 
@@ -302,16 +315,9 @@ func TestE2E_ControlPlaneDrain(t *testing.T) {
 		c := &http.Client{Timeout: 5 * time.Second}
 		t.Cleanup(c.CloseIdleConnections)
 		l.worker("http", func() error {
-			resp, err := c.Post(srv.http+"/v2alpha1/admin/apiKeys:verify", "application/json", strings.NewReader(`{"credential":"`+key+`"}`))
-			if err != nil {
-				return err
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("verify: status %d", resp.StatusCode)
-			}
-			return nil
+			req, _ := http.NewRequest(http.MethodPost, srv.http+"/v2alpha1/admin/apiKeys:verify", strings.NewReader(`{"credential":"`+key+`"}`))
+			req.Header.Set("Content-Type", "application/json")
+			return want200(c, req)
 		})
 		conn, err := grpc.NewClient(srv.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -328,17 +334,7 @@ func TestE2E_ControlPlaneDrain(t *testing.T) {
 	}
 	eventually(t, "load running", 10*time.Second, func() bool { return l.ok() >= 200 })
 
-	d := watchDrain(t, proc, strings.TrimPrefix(srv.http, "http://"), 15*time.Second, health, srv.http, srv.metrics)
-	samples := l.finish()
-	d.check(t, drain)
-	n, failed := before(samples, d.signal.Add(drain))
-	if len(failed) > 0 {
-		t.Errorf("%d of %d API calls started before the end of the drain delay failed; first: %+v", len(failed), n["grpc"]+n["http"], failed[0])
-	}
-	during, _ := before(samples, d.closed)
-	t.Logf("control plane drain: readiness 503 at +%v, HTTP listener closed at +%v, exit at +%v (drain_delay %v); %d HTTP and %d gRPC calls answered before the close",
-		d.notReady.Sub(d.signal).Round(time.Millisecond), d.closed.Sub(d.signal).Round(time.Millisecond), d.exited.Sub(d.signal).Round(time.Millisecond), drain,
-		during["http"], during["grpc"])
+	drainUnderLoad(t, "control plane", l, proc, strings.TrimPrefix(srv.http, "http://"), drain, health, srv.http, srv.metrics)
 }
 
 // TestE2E_ControlPlaneRestartUnderLoad: checks of warm (cached) keys

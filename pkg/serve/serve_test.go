@@ -35,16 +35,23 @@ type drainGroup struct {
 // hurryUp closes hurry (once).
 func (d *drainGroup) hurryUp() { d.hurryOnce.Do(func() { close(d.hurry) }) }
 
-func startDrainGroup(t *testing.T, sh serve.Shutdown) *drainGroup {
+// listenPair binds an HTTP and a gRPC listener on loopback.
+func listenPair(t *testing.T) (httpLn, grpcLn *serve.Listener) {
 	t.Helper()
 	httpLn, err := serve.Listen(t.Context(), "127.0.0.1:0", 64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	grpcLn, err := serve.Listen(t.Context(), "127.0.0.1:0", 64)
+	grpcLn, err = serve.Listen(t.Context(), "127.0.0.1:0", 64)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return httpLn, grpcLn
+}
+
+func startDrainGroup(t *testing.T, sh serve.Shutdown) *drainGroup {
+	t.Helper()
+	httpLn, grpcLn := listenPair(t)
 	d := &drainGroup{http: "http://" + httpLn.Addr().String(), grpc: grpcLn.Addr().String(),
 		block: make(chan struct{}, 1), release: make(chan struct{}), log: &syncBuffer{}, done: make(chan error, 1), hurry: make(chan struct{})}
 	sh.Hurry = d.hurry
@@ -217,17 +224,10 @@ func TestRun_ShutdownTimeout(t *testing.T) {
 // with its error, without waiting out the drain delay.
 func TestRun_ServingErrorSkipsTheDrain(t *testing.T) {
 	t.Parallel()
-	ln, err := serve.Listen(t.Context(), "127.0.0.1:0", 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	grpcLn, err := serve.Listen(t.Context(), "127.0.0.1:0", 4)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, grpcLn := listenPair(t)
 	boom := errors.New("boom")
 	taskCtx := make(chan context.Context, 1)
-	err = serve.Run(t.Context(), serve.Group{
+	err := serve.Run(t.Context(), serve.Group{
 		HTTP: []serve.HTTP{{Name: "HTTP", Server: serve.HTTPServer(http.NotFoundHandler(), ln, serve.HTTPTimeouts{}, nil), Listener: ln}},
 		GRPC: serve.GRPC{Name: "gRPC", Server: grpc.NewServer(), Listener: grpcLn},
 		Tasks: []func(context.Context) error{
