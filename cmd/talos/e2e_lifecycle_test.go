@@ -230,22 +230,32 @@ func TestE2E_SidecarDrain(t *testing.T) {
 	drainUnderLoad(t, "sidecar", l, proc, p.grpc, drain, health, p.metrics, p.http)
 }
 
+// connectMargin is how long before the end of the drain delay a request may
+// start and still fail: one that opens a new connection as the listener
+// closes finds it reset (the kernel had completed the handshake into the
+// accept queue, which closing the listener discards). No server can avoid
+// that: the listener must close some time. Keep-alive clients were told to
+// close after each response of the drain, so every HTTP request here opens
+// a connection; gRPC clients keep theirs and get a GOAWAY.
+const connectMargin = 100 * time.Millisecond
+
 // drainUnderLoad SIGTERMs proc under load l (see watchDrain), then wants no
-// request started before the end of the drain delay to have failed, and
-// logs the numbers.
+// request started before the end of the drain delay (less connectMargin)
+// to have failed, and logs the numbers.
 func drainUnderLoad(t *testing.T, what string, l *load, proc *process, listener string, drain time.Duration, health healthpb.HealthClient, readyURLs ...string) {
 	t.Helper()
 	d := watchDrain(t, proc, listener, 15*time.Second, health, readyURLs...)
 	samples := l.finish()
 	d.check(t, drain)
-	n, failed := before(samples, d.signal.Add(drain))
-	if len(failed) > 0 {
-		t.Errorf("%s: %d of %d requests started before the end of the drain delay failed; first: %+v", what, len(failed), n["grpc"]+n["http"], failed[0])
+	n, failed := before(samples, d.signal.Add(drain-connectMargin))
+	for _, f := range failed {
+		t.Errorf("%s: a %s request started %v after SIGTERM failed: %s", what, f.kind, f.start.Sub(d.signal), f.err)
 	}
+	all, failedAll := before(samples, time.Now())
 	during, _ := before(samples, d.closed)
-	t.Logf("%s drain: readiness 503 at +%v, listener %s closed at +%v, exit at +%v (drain_delay %v); %d gRPC and %d HTTP requests answered before the close, %d failed before the end of the drain delay",
+	t.Logf("%s drain: readiness 503 at +%v, listener %s closed at +%v, exit at +%v (drain_delay %v); %d gRPC and %d HTTP requests started before the close; %d of the %d started before the last %v of the drain delay failed; %d of %d failed in all, those later (the listeners closing, clients retrying at once)",
 		what, d.notReady.Sub(d.signal).Round(time.Millisecond), listener, d.closed.Sub(d.signal).Round(time.Millisecond), d.exited.Sub(d.signal).Round(time.Millisecond), drain,
-		during["grpc"], during["http"], len(failed))
+		during["grpc"], during["http"], len(failed), n["grpc"]+n["http"], connectMargin, len(failedAll), all["grpc"]+all["http"])
 }
 
 // watchDrain stops proc (SIGTERM) and records when readiness at readyURLs
