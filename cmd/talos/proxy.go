@@ -80,6 +80,10 @@ type proxyTransport struct {
 // as the tls blocks say; hurry cuts its drain short (see env). The returned
 // func releases what it holds.
 func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger, hurry <-chan struct{}) (*sidecar.Server, func(), error) {
+	// Before anything is opened or dialled.
+	if err := extauthz.CheckHTTPPathPrefix(pc.HTTPPathPrefix); err != nil {
+		return nil, func() {}, fmt.Errorf("proxy.http_path_prefix %q: %w", pc.HTTPPathPrefix, err)
+	}
 	tr, err := proxyTLS(pc, log)
 	if err != nil {
 		return nil, func() {}, err
@@ -205,6 +209,7 @@ func buildProxyWith(ctx context.Context, pc config.Proxy, log *slog.Logger, tr p
 		MetadataHeaders:    pc.Headers.Metadata,
 		RemoveCredential:   pc.Headers.RemoveCredential,
 		Tenant:             tenant,
+		HTTPPathPrefix:     pc.HTTPPathPrefix,
 		UnavailableAsError: pc.FailureMode == config.ProxyFailureModeUnavailable,
 		Observe:            decisions.Observe,
 		Logger:             log,
