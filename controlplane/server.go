@@ -42,8 +42,12 @@ type Config struct {
 	// HTTP configures the HTTP API; its Auth (tokens, certificate
 	// identities, roles) is the rule of the gRPC listener too.
 	HTTP httpapi.Options
-	// ShutdownTimeout bounds graceful shutdown.
-	ShutdownTimeout time.Duration
+	// Shutdown is the drain on SIGTERM (serve.shutdown): readiness fails at
+	// once on the HTTP and metrics listeners and in the gRPC health
+	// service, requests go on being served for its DrainDelay, then the
+	// listeners stop accepting and what is in flight gets its Timeout
+	// (default 30s).
+	Shutdown serve.Shutdown
 	// Limits bound connections and gRPC streams (serve.limits); gRPC
 	// messages are capped at HTTP.MaxBodyBytes (at least 1 MiB) unless
 	// Limits.MaxRecvMsgSize is set.
@@ -82,13 +86,14 @@ type Server struct {
 	metrics  *http.Server
 	grpcSrv  *grpc.Server
 	health   *health.Server
+	drain    *serve.Drain
 	runners  []func(context.Context) error
 }
 
 // New binds the listeners (so Addr works before Run) and builds the servers.
 func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
-	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = 30 * time.Second
+	if cfg.Shutdown.Timeout <= 0 {
+		cfg.Shutdown.Timeout = 30 * time.Second
 	}
 	log := deps.Logger
 	if log == nil {
@@ -98,7 +103,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		cfg.Limits.MaxRecvMsgSize = int(max(cfg.HTTP.MaxBodyBytes, 1<<20))
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
-	s := &Server{cfg: cfg, log: log, keys: deps.Keys}
+	s := &Server{cfg: cfg, log: log, keys: deps.Keys, drain: &serve.Drain{}}
 	var err error
 	if s.httpLn, err = serve.Listen(ctx, cfg.HTTPAddr, cfg.Limits.MaxConnections); err != nil {
 		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
@@ -113,7 +118,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		return nil, fmt.Errorf("listen metrics %s: %w", cfg.MetricsAddr, err)
 	}
 	closeAll := func() { s.httpLn.Close(); s.grpcLn.Close(); s.metricLn.Close() }
-	ready := func(ctx context.Context) error { return deps.Keys.Ping(ctx) }
+	ready := func(ctx context.Context) error {
+		if s.drain.Draining() {
+			return httpapi.ErrShuttingDown
+		}
+		return deps.Keys.Ping(ctx)
+	}
 
 	h, err := httpapi.New(ctx, cfg.HTTP, httpapi.Deps{API: deps.API, Logger: log, Ready: ready})
 	if err != nil {
@@ -127,7 +137,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.httpSrv = serve.HTTPServer(h, s.httpLn, serve.HTTPTimeouts{}, cfg.HTTPTLS)
+	s.httpSrv = serve.HTTPServer(s.drain.Handler(h), s.httpLn, serve.HTTPTimeouts{}, cfg.HTTPTLS)
 	s.httpSrv.ErrorLog = serve.ErrorLog(log)
 
 	mmux := http.NewServeMux()
@@ -135,7 +145,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	if deps.Registry != nil {
 		mmux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry}))
 	}
-	s.metrics = serve.HTTPServer(mmux, s.metricLn, serve.HTTPTimeouts{Read: 5 * time.Second, Idle: 30 * time.Second, MaxHeaderBytes: 16 << 10}, cfg.MetricsTLS)
+	s.metrics = serve.HTTPServer(s.drain.Handler(mmux), s.metricLn, serve.HTTPTimeouts{Read: 5 * time.Second, Idle: 30 * time.Second, MaxHeaderBytes: 16 << 10}, cfg.MetricsTLS)
 	s.metrics.ErrorLog = serve.ErrorLog(log)
 
 	auth := cfg.HTTP.Auth
@@ -176,9 +186,9 @@ func (s *Server) HTTPAddr() net.Addr    { return s.httpLn.Addr() }
 func (s *Server) GRPCAddr() net.Addr    { return s.grpcLn.Addr() }
 func (s *Server) MetricsAddr() net.Addr { return s.metricLn.Addr() }
 
-// Run serves until ctx ends, then shuts every listener down gracefully within
-// the shutdown timeout. It returns the first serving error, or nil after a
-// clean shutdown.
+// Run serves until ctx ends, then drains and shuts every listener down as
+// Config.Shutdown says. It returns the first serving error, or nil after a
+// shutdown.
 func (s *Server) Run(ctx context.Context) error {
 	return serve.Run(ctx, serve.Group{
 		HTTP: []serve.HTTP{
@@ -187,8 +197,9 @@ func (s *Server) Run(ctx context.Context) error {
 		},
 		GRPC:            serve.GRPC{Name: "gRPC", Server: s.grpcSrv, Listener: s.grpcLn, TLS: s.cfg.GRPCTLS != nil},
 		Tasks:           append([]func(context.Context) error{s.keys.Run}, s.runners...),
+		Drain:           s.drain,
 		OnShutdown:      s.health.Shutdown,
-		Timeout:         s.cfg.ShutdownTimeout,
+		Shutdown:        s.cfg.Shutdown,
 		Logger:          s.log,
 		ShutdownMessage: "shutting down",
 	})

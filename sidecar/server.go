@@ -35,8 +35,16 @@ type Config struct {
 	ExtAuthzAddr string // Envoy ext_authz gRPC, default port 9191
 	HTTPAddr     string // HTTP authorization + verify proxy, default port 4430
 	MetricsAddr  string // metrics + health, default port 4432
-	// ShutdownTimeout bounds graceful shutdown; default 10s.
-	ShutdownTimeout time.Duration
+	// Shutdown is the drain on SIGTERM (proxy.shutdown): readiness fails at
+	// once (HTTP /health/ready 503 on the HTTP and metrics listeners, gRPC
+	// health NOT_SERVING), checks go on being answered for its DrainDelay,
+	// then the listeners stop accepting and what is in flight gets its
+	// Timeout (default 10s).
+	Shutdown serve.Shutdown
+	// WaitForUpstream (proxy.readiness.wait_for_upstream) keeps readiness
+	// failing until the control plane has answered once or the
+	// invalidation stream has synced once.
+	WaitForUpstream bool
 	// Limits bound connections, ext_authz streams and CheckRequest size
 	// (proxy.limits).
 	Limits serve.Limits
@@ -56,12 +64,18 @@ type Runner interface {
 
 // Upstream reports the state of the connection to the control plane.
 type Upstream interface {
+	// Ready: the connection is up (reported in /health/ready's body).
 	Ready() bool
+	// AnsweredOnce: the control plane has answered at least once.
+	AnsweredOnce() bool
 }
 
 // Stream reports the state of the invalidation stream.
 type Stream interface {
+	// Fresh: cached verdicts may be trusted now.
 	Fresh() bool
+	// SyncedOnce: the stream has synced at least once.
+	SyncedOnce() bool
 }
 
 // Deps are the collaborators of a Server.
@@ -87,6 +101,7 @@ type Server struct {
 	httpSrv  *http.Server
 	metrics  *http.Server
 	health   *health.Server
+	drain    *serve.Drain
 }
 
 // New binds the listeners (so the Addr methods work before Run) and builds
@@ -95,15 +110,15 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	if deps.ExtAuthz == nil {
 		return nil, errors.New("sidecar: an ext_authz server is required")
 	}
-	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = 10 * time.Second
+	if cfg.Shutdown.Timeout <= 0 {
+		cfg.Shutdown.Timeout = 10 * time.Second
 	}
 	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
-	s := &Server{cfg: cfg, deps: deps, log: log}
+	s := &Server{cfg: cfg, deps: deps, log: log, drain: &serve.Drain{}}
 	var err error
 	if s.grpcLn, err = serve.Listen(ctx, cfg.ExtAuthzAddr, cfg.Limits.MaxConnections); err != nil {
 		return nil, fmt.Errorf("listen ext_authz %s: %w", cfg.ExtAuthzAddr, err)
@@ -151,7 +166,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		}
 		authz.ServeHTTP(w, r)
 	})
-	s.httpSrv = serve.HTTPServer(front, s.httpLn, serve.HTTPTimeouts{Read: 10 * time.Second, Write: 10 * time.Second, Idle: 120 * time.Second, MaxHeaderBytes: 256 << 10}, cfg.HTTPTLS)
+	s.httpSrv = serve.HTTPServer(s.drain.Handler(front), s.httpLn, serve.HTTPTimeouts{Read: 10 * time.Second, Write: 10 * time.Second, Idle: 120 * time.Second, MaxHeaderBytes: 256 << 10}, cfg.HTTPTLS)
 	s.httpSrv.ErrorLog = serve.ErrorLog(log)
 
 	mmux := http.NewServeMux()
@@ -159,7 +174,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	if deps.Registry != nil {
 		mmux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry}))
 	}
-	s.metrics = serve.HTTPServer(mmux, s.metricLn, serve.HTTPTimeouts{Read: 5 * time.Second, Idle: 30 * time.Second, MaxHeaderBytes: 16 << 10}, cfg.MetricsTLS)
+	s.metrics = serve.HTTPServer(s.drain.Handler(mmux), s.metricLn, serve.HTTPTimeouts{Read: 5 * time.Second, Idle: 30 * time.Second, MaxHeaderBytes: 16 << 10}, cfg.MetricsTLS)
 	s.metrics.ErrorLog = serve.ErrorLog(log)
 	return s, nil
 }
@@ -170,11 +185,19 @@ func (s *Server) HTTPAddr() net.Addr     { return s.httpLn.Addr() }
 func (s *Server) MetricsAddr() net.Addr  { return s.metricLn.Addr() }
 
 // healthRoutes serves /health/alive (the process answers) and /health/ready.
-// Readiness does not depend on the control plane: a sidecar whose upstream is
-// down still answers from its caches (stale-if-error, within the stream's
-// staleness bound) and denies the rest, and taking it out of rotation would
-// take its pod's traffic with it. The states of the upstream and of the
-// invalidation stream are reported in the body for operators.
+//
+// Readiness fails (503, with a JSON reason) in two cases only:
+//   - shutdown has begun (SIGTERM): Envoy and the endpoints controller move
+//     away during the drain delay while checks are still answered;
+//   - with WaitForUpstream, the sidecar has not yet heard the control plane
+//     once (an answer, or an invalidation sync): a fresh sidecar with
+//     nothing cached could only deny.
+//
+// Once ready, a sidecar stays ready through later control-plane outages: it
+// answers from its caches (stale-if-error, within the stream's staleness
+// bound) and denies the rest, and taking it out of rotation would take its
+// pod's traffic with it. The states of the upstream and of the invalidation
+// stream are reported in the body for operators.
 func (s *Server) healthRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /health/alive", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -194,8 +217,26 @@ func (s *Server) healthRoutes(mux *http.ServeMux) {
 				inv = "fresh"
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "upstream": up, "invalidation": inv})
+		body := map[string]string{"status": "ok", "upstream": up, "invalidation": inv}
+		reason := ""
+		switch {
+		case s.drain.Draining():
+			reason = "shutting down"
+		case s.cfg.WaitForUpstream && !s.warm():
+			reason = "waiting for the first answer from the control plane"
+		}
+		if reason != "" {
+			body["status"], body["reason"] = "unavailable", reason
+			writeJSON(w, http.StatusServiceUnavailable, body)
+			return
+		}
+		writeJSON(w, http.StatusOK, body)
 	})
+}
+
+// warm reports whether the sidecar has heard the control plane once.
+func (s *Server) warm() bool {
+	return (s.deps.Upstream != nil && s.deps.Upstream.AnsweredOnce()) || (s.deps.Stream != nil && s.deps.Stream.SyncedOnce())
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -204,8 +245,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Run serves until ctx ends, then shuts every listener down gracefully within
-// the shutdown timeout.
+// Run serves until ctx ends, then drains and shuts every listener down as
+// Config.Shutdown says.
 func (s *Server) Run(ctx context.Context) error {
 	tasks := make([]func(context.Context) error, len(s.deps.Runners))
 	for i, r := range s.deps.Runners {
@@ -218,8 +259,9 @@ func (s *Server) Run(ctx context.Context) error {
 		},
 		GRPC:            serve.GRPC{Name: "ext_authz", Server: s.grpcSrv, Listener: s.grpcLn, TLS: s.cfg.ExtAuthzTLS != nil},
 		Tasks:           tasks,
+		Drain:           s.drain,
 		OnShutdown:      s.health.Shutdown,
-		Timeout:         s.cfg.ShutdownTimeout,
+		Shutdown:        s.cfg.Shutdown,
 		Logger:          s.log,
 		ShutdownMessage: "proxy shutting down",
 	})

@@ -97,7 +97,10 @@ func TestE2E_IdleConnectionsDoNotMakeHealthUnreachable(t *testing.T) {
 			"TALOS_PROXY_EXTAUTHZ_HOST=127.0.0.1", "TALOS_PROXY_EXTAUTHZ_PORT=0",
 			"TALOS_PROXY_HTTP_HOST=127.0.0.1", "TALOS_PROXY_HTTP_PORT=0",
 			"TALOS_PROXY_METRICS_HOST=127.0.0.1", "TALOS_PROXY_METRICS_PORT=0",
-			"TALOS_PROXY_LIMITS_MAX_CONNECTIONS=32",
+			"TALOS_PROXY_LIMITS_MAX_CONNECTIONS=32", "TALOS_PROXY_SHUTDOWN_DRAIN_DELAY=0s",
+			// Reachability is under test, not readiness: this sidecar's
+			// control plane never answers.
+			"TALOS_PROXY_READINESS_WAIT_FOR_UPSTREAM=false",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

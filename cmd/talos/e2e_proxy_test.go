@@ -37,6 +37,14 @@ type testProxy struct {
 // upstream (a control plane's gRPC address), and stops it when the test ends.
 func startProxy(t *testing.T, upstream string, extraEnv ...string) *testProxy {
 	t.Helper()
+	p, _ := launchProxy(t, upstream, extraEnv...)
+	return p
+}
+
+// launchProxy is startProxy that also returns the process, to stop it (as
+// SIGTERM would) and wait for it before the test ends.
+func launchProxy(t *testing.T, upstream string, extraEnv ...string) (*testProxy, *process) {
+	t.Helper()
 	env := append([]string{
 		"TALOS_PROXY_UPSTREAM=" + upstream,
 		"TALOS_PROXY_UPSTREAM_TIMEOUT=1s",
@@ -44,22 +52,10 @@ func startProxy(t *testing.T, upstream string, extraEnv ...string) *testProxy {
 		"TALOS_PROXY_HTTP_HOST=127.0.0.1", "TALOS_PROXY_HTTP_PORT=0",
 		"TALOS_PROXY_METRICS_HOST=127.0.0.1", "TALOS_PROXY_METRICS_PORT=0",
 		"TALOS_LOG_LEVEL=debug",
+		"TALOS_PROXY_SHUTDOWN_DRAIN_DELAY=0s", // tests of the drain set their own
 	}, extraEnv...)
-	ctx, cancel := context.WithCancel(context.Background())
 	sink := &logSink{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"proxy"}, env, io.Discard, sink) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("proxy returned %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("proxy did not stop within 30s")
-		}
-	})
+	proc := startProcess(t, "proxy", []string{"proxy"}, env, sink)
 	p := &testProxy{log: sink}
 	p.grpc = sink.waitAddr(t, "ext_authz server started")
 	p.http = "http://" + sink.waitAddr(t, "Proxy HTTP server started")
@@ -70,7 +66,7 @@ func startProxy(t *testing.T, upstream string, extraEnv ...string) *testProxy {
 	}
 	t.Cleanup(func() { conn.Close() })
 	p.client = authv3.NewAuthorizationClient(conn)
-	return p
+	return p, proc
 }
 
 // check sends an Envoy CheckRequest carrying cred in x-api-key; a transport

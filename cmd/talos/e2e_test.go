@@ -101,6 +101,9 @@ func serverEnv(dir, grpcPort string) []string {
 		"TALOS_SECRETS_HMAC_CURRENT=e2e-secret-that-is-long-enough-0123456789",
 		"TALOS_DB_DSN=sqlite://" + filepath.Join(dir, "talos.db"),
 		"TALOS_LOG_LEVEL=debug",
+		// No drain on stop (tests of the drain set their own), for the
+		// control plane and an embedded sidecar (--with-proxy).
+		"TALOS_SERVE_SHUTDOWN_DRAIN_DELAY=0s", "TALOS_PROXY_SHUTDOWN_DRAIN_DELAY=0s",
 	}
 }
 
@@ -108,30 +111,65 @@ func serverEnv(dir, grpcPort string) []string {
 // The returned stop shuts it down and waits; it also runs at cleanup.
 func launchServer(t *testing.T, args, env []string) (*testServer, func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	sink := &logSink{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, args, env, io.Discard, sink) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("serve returned %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Error("serve did not stop within 30s")
-			}
-		})
+	s, proc := launchServerProcess(t, args, env)
+	return s, func() {
+		proc.stop()
+		if ok, _ := proc.wait(30 * time.Second); !ok { // its error is reported at cleanup
+			t.Error("serve did not stop within 30s")
+		}
 	}
-	t.Cleanup(stop)
+}
+
+// launchServerProcess is launchServer that returns the process, to stop it
+// (as SIGTERM would) without waiting.
+func launchServerProcess(t *testing.T, args, env []string) (*testServer, *process) {
+	t.Helper()
+	sink := &logSink{}
+	proc := startProcess(t, "serve", args, env, sink)
 	s := &testServer{log: sink}
 	s.http = "http://" + sink.waitAddr(t, "HTTP server started")
 	s.grpc = sink.waitAddr(t, "gRPC server started")
 	s.metrics = "http://" + sink.waitAddr(t, "Metrics server started")
-	return s, stop
+	return s, proc
+}
+
+// process is a `talos` command run through run() in a goroutine: stop ends
+// its context, as the first SIGTERM does.
+type process struct {
+	stop context.CancelFunc
+	done chan struct{} // closed once run returned
+	err  error         // what run returned, once done
+}
+
+// startProcess runs `talos <args>`, its log into sink. At cleanup it is
+// stopped and waited for (30s at most), and its error, if any, reported.
+func startProcess(t *testing.T, name string, args, env []string, sink *logSink) *process {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &process{stop: cancel, done: make(chan struct{})}
+	go func() {
+		p.err = run(ctx, args, env, io.Discard, sink)
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if ok, err := p.wait(30 * time.Second); !ok {
+			t.Errorf("%s did not stop within 30s", name)
+		} else if err != nil {
+			t.Errorf("%s returned %v", name, err)
+		}
+	})
+	return p
+}
+
+// wait waits up to d for run to return; ok is false if it has not.
+func (p *process) wait(d time.Duration) (ok bool, err error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	case <-time.After(d):
+		return false, nil
+	}
 }
 
 func sdk(base string) *ory.APIClient {

@@ -48,7 +48,7 @@ func newProxyCmd(e *env) *cobra.Command {
 				log.Warn("configuration warning", slog.String("warning", w))
 			}
 			log.Info("Starting Talos proxy", slog.String("version", buildVersion()), slog.String("upstream", cfg.Proxy.Upstream))
-			srv, closeProxy, err := buildProxy(cmd.Context(), cfg.Proxy, log)
+			srv, closeProxy, err := buildProxy(cmd.Context(), cfg.Proxy, log, e.hurry)
 			if err != nil {
 				return err
 			}
@@ -72,11 +72,14 @@ type proxyTransport struct {
 	Redis func(ctx context.Context, network, addr string) (net.Conn, error)
 	// ExtAuthz, HTTP and Metrics are the listeners' server configurations.
 	ExtAuthz, HTTP, Metrics *tls.Config
+	// hurry cuts the drain delay short (see env); nil never does.
+	hurry <-chan struct{}
 }
 
 // buildProxy assembles a sidecar from its configuration, its links secured
-// as the tls blocks say. The returned func releases what it holds.
-func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sidecar.Server, func(), error) {
+// as the tls blocks say; hurry cuts its drain short (see env). The returned
+// func releases what it holds.
+func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger, hurry <-chan struct{}) (*sidecar.Server, func(), error) {
 	// Before anything is opened or dialled.
 	if err := extauthz.CheckHTTPPathPrefix(pc.HTTPPathPrefix); err != nil {
 		return nil, func() {}, fmt.Errorf("proxy.http_path_prefix %q: %w", pc.HTTPPathPrefix, err)
@@ -85,6 +88,7 @@ func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sideca
 	if err != nil {
 		return nil, func() {}, err
 	}
+	tr.hurry = hurry
 	return buildProxyWith(ctx, pc, log, tr)
 }
 
@@ -216,7 +220,9 @@ func buildProxyWith(ctx context.Context, pc config.Proxy, log *slog.Logger, tr p
 	srv, err := sidecar.New(ctx, sidecar.Config{
 		ExtAuthzAddr: pc.ExtAuthz.Addr(), HTTPAddr: pc.HTTP.Addr(), MetricsAddr: pc.Metrics.Addr(),
 		ExtAuthzTLS: tr.ExtAuthz, HTTPTLS: tr.HTTP, MetricsTLS: tr.Metrics,
-		Limits: listenlimits.Limits{MaxConnections: pc.Limits.MaxConnections, MaxConcurrentStreams: uint32(pc.Limits.MaxConcurrentStreams), MaxRecvMsgSize: pc.Limits.MaxMessageBytes},
+		Limits:          listenlimits.Limits{MaxConnections: pc.Limits.MaxConnections, MaxConcurrentStreams: uint32(pc.Limits.MaxConcurrentStreams), MaxRecvMsgSize: pc.Limits.MaxMessageBytes},
+		Shutdown:        listenlimits.Shutdown{DrainDelay: pc.Shutdown.DrainDelay.D(), Timeout: pc.Shutdown.Timeout.D(), Hurry: tr.hurry},
+		WaitForUpstream: pc.Readiness.WaitForUpstream,
 	}, sidecar.Deps{ExtAuthz: az, Upstream: up, Stream: streamState(stream), Runners: runners, Logger: log, Registry: registry})
 	if err != nil {
 		return fail(err)

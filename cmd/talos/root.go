@@ -21,12 +21,20 @@ type env struct {
 	vars   []string
 	stdout io.Writer
 	stderr io.Writer
+	// hurry is closed on a second SIGTERM/SIGINT (the first ends the
+	// context): serve and proxy cut their drain delay short. Nil never
+	// closes.
+	hurry <-chan struct{}
 }
 
 // run is the whole program, testable: args without the program name, the
 // environment as KEY=VALUE pairs, and the output streams.
 func run(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) error {
-	e := &env{vars: environ, stdout: stdout, stderr: stderr}
+	return runEnv(ctx, args, &env{vars: environ, stdout: stdout, stderr: stderr})
+}
+
+// runEnv is run with the whole env, hurry included.
+func runEnv(ctx context.Context, args []string, e *env) error {
 	root := &cobra.Command{
 		Use:           "talos",
 		Short:         "Talos issues, verifies, rotates, imports and revokes API keys",
@@ -34,8 +42,8 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		SilenceErrors: true,
 	}
 	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
 	root.AddCommand(newServeCmd(e), newProxyCmd(e), newMigrateCmd(e), newVersionCmd(e), newKeysCmd(e), newJWKCmd(e), newTokenCmd(e), newInjectCmd(e))
 	return root.ExecuteContext(ctx)
 }

@@ -292,6 +292,7 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		HTTPTLS:     httpTLS,
 		GRPCTLS:     grpcTLS,
 		MetricsTLS:  metricsTLS,
+		Shutdown:    listenlimits.Shutdown{DrainDelay: st.Shutdown.DrainDelay.D(), Timeout: st.Shutdown.Timeout.D(), Hurry: e.hurry},
 		HTTP: httpapi.Options{
 			Mode:                 mode,
 			MaxBodyBytes:         cfg.Serve.HTTP.MaxBodyBytes,
@@ -323,7 +324,7 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 	if st.GRPC.TLS.Enabled && !pc.UpstreamTLS.Enabled {
 		return fmt.Errorf("--with-proxy: serve.grpc.tls is enabled, so the embedded sidecar needs proxy.upstream_tls (a ca_file that verifies the gRPC certificate for %s, and a client certificate when client_auth is require)", pc.Upstream)
 	}
-	px, closeProxy, err := buildProxy(ctx, pc, log)
+	px, closeProxy, err := buildProxy(ctx, pc, log, e.hurry)
 	if err != nil {
 		return err
 	}

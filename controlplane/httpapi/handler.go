@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -179,7 +180,12 @@ func isCleanPath(p string) bool {
 	return c == p
 }
 
-// Health registers /health/alive and /health/ready on mux. ready may be nil.
+// ErrShuttingDown is what a ready func returns once shutdown has begun:
+// /health/ready answers 503 with the reason "shutting down".
+var ErrShuttingDown = errors.New("shutting down")
+
+// Health registers /health/alive and /health/ready on mux. ready may be nil;
+// an error from it is a 503 (the database, or ErrShuttingDown).
 func Health(mux *http.ServeMux, ready func(ctx context.Context) error) {
 	mux.HandleFunc("GET /health/alive", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -188,7 +194,10 @@ func Health(mux *http.ServeMux, ready func(ctx context.Context) error) {
 		if ready != nil {
 			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 			defer cancel()
-			if err := ready(ctx); err != nil {
+			if err := ready(ctx); errors.Is(err, ErrShuttingDown) {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "errors": map[string]string{"server": "shutting down"}})
+				return
+			} else if err != nil {
 				writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "errors": map[string]string{"database": "not reachable"}})
 				return
 			}

@@ -49,6 +49,7 @@ type Serve struct {
 	Admin       Admin       `koanf:"admin"`
 	SelfService SelfService `koanf:"self_service"`
 	Limits      Limits      `koanf:"limits"`
+	Shutdown    Shutdown    `koanf:"shutdown"`
 }
 
 // SelfService is serve.self_service (Talos addition): the public,
@@ -535,7 +536,8 @@ func Defaults() Config {
 				Interval:   Duration(6 * time.Second),
 				MaxClients: 100_000,
 			}},
-			Limits: defaultLimits(),
+			Limits:   defaultLimits(),
+			Shutdown: Shutdown{DrainDelay: Duration(5 * time.Second), Timeout: Duration(30 * time.Second)},
 		},
 		Credentials: Credentials{
 			ClockSkew: Duration(5 * time.Minute),
@@ -615,6 +617,8 @@ func Defaults() Config {
 			Headers:           ProxyHeaders{Prefix: "x-talos-"},
 			FailureMode:       ProxyFailureModeDeny,
 			Limits:            ProxyLimits{Limits: defaultLimits(), MaxMessageBytes: defaultMaxMessage},
+			Shutdown:          Shutdown{DrainDelay: Duration(5 * time.Second), Timeout: Duration(10 * time.Second)},
+			Readiness:         ProxyReadiness{WaitForUpstream: true},
 		},
 	}
 }

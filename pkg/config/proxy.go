@@ -66,6 +66,9 @@ type Proxy struct {
 	// FailureMode says how a check that cannot be decided is answered.
 	FailureMode ProxyFailureMode `koanf:"failure_mode"`
 	Limits      ProxyLimits      `koanf:"limits"`
+	// Shutdown is the drain on SIGTERM (see [Shutdown]).
+	Shutdown  Shutdown       `koanf:"shutdown"`
+	Readiness ProxyReadiness `koanf:"readiness"`
 }
 
 // ProxyInvalidation is proxy.invalidation.
@@ -299,6 +302,7 @@ func checkProxy(p Proxy, fail func(path, format string, args ...any)) {
 		fail("proxy.failure_mode", "must be deny or unavailable (got %q)", f)
 	}
 	checkProxyLimits(p.Limits, fail)
+	checkShutdown("proxy.shutdown", p.Shutdown, fail)
 }
 
 // checkHeaderNames checks a list of lowercase header names without

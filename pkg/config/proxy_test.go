@@ -72,6 +72,8 @@ func proxyYAML() config.Config {
 		},
 		FailureMode: config.ProxyFailureModeUnavailable,
 		Limits:      config.ProxyLimits{Limits: config.Limits{MaxConnections: 512, MaxConcurrentStreams: 50}, MaxMessageBytes: 256 << 10},
+		Shutdown:    config.Shutdown{DrainDelay: config.Duration(2 * time.Second), Timeout: config.Duration(20 * time.Second)},
+		Readiness:   config.ProxyReadiness{WaitForUpstream: false},
 	}
 	return want
 }
@@ -120,6 +122,8 @@ func TestLoadProxy_Defaults(t *testing.T) {
 		Headers:           config.ProxyHeaders{Prefix: "x-talos-"},
 		FailureMode:       config.ProxyFailureModeDeny,
 		Limits:            config.ProxyLimits{Limits: config.Limits{MaxConnections: 4096, MaxConcurrentStreams: 100}, MaxMessageBytes: 1 << 20},
+		Shutdown:          config.Shutdown{DrainDelay: config.Duration(5 * time.Second), Timeout: config.Duration(10 * time.Second)},
+		Readiness:         config.ProxyReadiness{WaitForUpstream: true},
 	}
 	if diff := cmp.Diff(want, p, equateEmpty); diff != "" {
 		t.Errorf("proxy defaults mismatch (-want +got):\n%s", diff)
@@ -308,6 +312,16 @@ func TestLoadProxy_Errors(t *testing.T) {
 			name: "limits out of range",
 			file: "proxy: {limits: {max_connections: 0, max_message_bytes: 1073741824}}\n",
 			want: []string{"proxy.limits.max_connections", "proxy.limits.max_message_bytes"},
+		},
+		{
+			name: "shutdown timeout zero",
+			file: "proxy: {shutdown: {timeout: 0s}}\n",
+			want: []string{"proxy.shutdown.timeout: must be greater than 0"},
+		},
+		{
+			name: "shutdown above the maxima",
+			env:  []string{"TALOS_PROXY_SHUTDOWN_DRAIN_DELAY=6m", "TALOS_PROXY_SHUTDOWN_TIMEOUT=11m"},
+			want: []string{"proxy.shutdown.drain_delay: must be between 0 and 5m0s (got 6m0s)", "proxy.shutdown.timeout: must be greater than 0 and at most 10m0s (got 11m0s)"},
 		},
 		{
 			name: "bad failure mode",

@@ -50,6 +50,7 @@ func (c *Config) Validate() error {
 		fail("serve.http.max_body_bytes", "must be greater than 0")
 	}
 	checkLimits("serve.limits", c.Serve.Limits, fail)
+	checkShutdown("serve.shutdown", c.Serve.Shutdown, fail)
 	src, ok := ipSourceNames()[c.Serve.HTTP.ClientIPSource]
 	if !ok {
 		c.warn(fmt.Sprintf("serve.http.client_ip_source: unknown value %q; using the remote address", c.Serve.HTTP.ClientIPSource))

@@ -32,6 +32,8 @@ func TestConfig_Validate(t *testing.T) {
 		}, "serve.metrics.port: port 4420 is already used by serve.http.port"},
 		{"port out of range", func(c *config.Config) { c.Serve.GRPC.Port = 65536 }, "serve.grpc.port: must be between 0 and 65535"},
 		{"max body bytes", func(c *config.Config) { c.Serve.HTTP.MaxBodyBytes = 0 }, "serve.http.max_body_bytes: must be greater than 0"},
+		{"drain delay negative", func(c *config.Config) { c.Serve.Shutdown.DrainDelay = -1 }, "serve.shutdown.drain_delay: must be between 0 and 5m0s"},
+		{"shutdown timeout zero", func(c *config.Config) { c.Serve.Shutdown.Timeout = 0 }, "serve.shutdown.timeout: must be greater than 0 and at most 10m0s (got 0s)"},
 		{"max connections", func(c *config.Config) { c.Serve.Limits.MaxConnections = 0 }, "serve.limits.max_connections: must be between 1 and 1048576 (got 0)"},
 		{"max streams", func(c *config.Config) { c.Serve.Limits.MaxConcurrentStreams = 1 << 21 }, "serve.limits.max_concurrent_streams: must be between 1 and 1048576"},
 		{"missing issuer", func(c *config.Config) { c.Credentials.Issuer = "" }, "credentials.issuer is required"},

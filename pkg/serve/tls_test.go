@@ -75,9 +75,9 @@ func TestRun_TLS(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- serve.Run(ctx, serve.Group{
-			HTTP:    []serve.HTTP{{Name: "HTTP", Server: hs, Listener: httpLn}},
-			GRPC:    serve.GRPC{Name: "gRPC", Server: gs, Listener: grpcLn, TLS: true},
-			Timeout: 5 * time.Second, Logger: slog.New(slog.DiscardHandler),
+			HTTP:     []serve.HTTP{{Name: "HTTP", Server: hs, Listener: httpLn}},
+			GRPC:     serve.GRPC{Name: "gRPC", Server: gs, Listener: grpcLn, TLS: true},
+			Shutdown: serve.Shutdown{Timeout: 5 * time.Second}, Logger: slog.New(slog.DiscardHandler),
 		})
 	}()
 	t.Cleanup(func() {

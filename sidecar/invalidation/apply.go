@@ -109,4 +109,5 @@ func (c *Client) heard() {
 	}
 	c.lastHeard.Store(c.sinceBase(c.now()))
 	c.fresh.Store(true)
+	c.syncedOnce.Store(true)
 }

@@ -17,6 +17,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -37,8 +38,11 @@ type Applier interface {
 
 // Defaults of Options.
 const (
-	DefaultMinBackoff   = 50 * time.Millisecond
-	DefaultMaxBackoff   = 2 * time.Second
+	DefaultMinBackoff = 50 * time.Millisecond
+	// DefaultMaxBackoff caps the reconnection delay at about a second, so
+	// that a sidecar hears again within about a second of the control
+	// plane's return, however long it was gone.
+	DefaultMaxBackoff   = time.Second
 	DefaultMaxStaleness = 10 * time.Second
 )
 
@@ -135,9 +139,11 @@ type Client struct {
 	closedTwice atomic.Bool
 
 	// Read lock-free, by Fresh and State.
-	fresh     atomic.Bool
-	connected atomic.Bool
-	synced    atomic.Bool
+	fresh atomic.Bool
+	// syncedOnce: Fresh has been true at least once.
+	syncedOnce atomic.Bool
+	connected  atomic.Bool
+	synced     atomic.Bool
 	// lastHeard is when a heartbeat was last applied, as nanoseconds since
 	// base plus one (0: never). Durations from base use the monotonic
 	// clock, so a wall-clock step cannot stretch the staleness bound.
@@ -222,7 +228,16 @@ func New(a Applier, o Options) (*Client, error) {
 		c.ads = discoveryv3.NewAggregatedDiscoveryServiceClient(o.Conn)
 		return c, nil
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Reconnect within about a second of the server's return, as the
+		// sidecar's shared connection does (sidecar/upstream), not after
+		// gRPC's default backoff of up to 120s.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 3 * time.Second,
+		}),
+	}
 	if o.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer{md: map[string]string{"authorization": "Bearer " + o.Token}}))
 	}
@@ -271,6 +286,12 @@ func (c *Client) OnResync(f func()) { c.onResync = f }
 // clears it checks every MaxStaleness/10 (between 1ms and 1s), so Fresh may
 // turn false up to that much after the bound.
 func (c *Client) Fresh() bool { return c.fresh.Load() }
+
+// SyncedOnce reports whether the client has ever synced (Fresh has been
+// true at least once), for the sidecar's readiness: a sidecar that has
+// heard the control plane once has caches worth serving from. It never
+// turns false again.
+func (c *Client) SyncedOnce() bool { return c.syncedOnce.Load() }
 
 // Ready reports Fresh, for the sidecar's readiness probe.
 func (c *Client) Ready() bool { return c.Fresh() }

@@ -96,10 +96,13 @@ func TestHungUpstreamServesStaleWithinTheBudget(t *testing.T) {
 	})
 }
 
-// TestHungUpstreamWithoutACachedEntryWaits: a credential with nothing usable
-// cached waits for the upstream, as before (the budget only chooses between
-// answers the sidecar already has).
-func TestHungUpstreamWithoutACachedEntryWaits(t *testing.T) {
+// TestHungUpstreamWithoutACachedEntryFailsClosedAtTheBudget: a credential
+// with nothing usable cached (never seen, or past its stale bound) is denied
+// with ErrUnavailable, the sidecar's fail-closed answer, once the check
+// budget has passed (not after the upstream's timeout and retries, which
+// Envoy would not wait for); the upstream call goes on and its answer fills
+// the cache for the next check.
+func TestHungUpstreamWithoutACachedEntryFailsClosedAtTheBudget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		up := newHungUpstream()
 		up.set("key-one", valid("k1"), nil)
@@ -110,34 +113,69 @@ func TestHungUpstreamWithoutACachedEntryWaits(t *testing.T) {
 		time.Sleep(12 * time.Second)
 		up.hung.Store(true)
 
-		never, expired := authorizeAsync(p, presented("key-one")), authorizeAsync(p, presented("key-two"))
-		time.Sleep(10 * budget)
-		synctest.Wait()
-		select {
-		case v := <-never:
-			t.Fatalf("a never-seen key was answered during the hang: %+v", v)
-		case v := <-expired:
-			t.Fatalf("a key past its stale bound was answered during the hang: %+v", v)
-		default:
+		for _, k := range []string{"key-one", "key-two"} {
+			start := time.Now()
+			v := p.Authorize(t.Context(), presented(k))
+			if took := time.Since(start); !errors.Is(v.Err, credential.ErrUnavailable) || took != budget {
+				t.Fatalf("%s during the hang: %+v after %v, want ErrUnavailable after %v", k, v, took, budget)
+			}
 		}
-		close(up.release)
-		if v := <-never; v.Err != nil || v.Cache != extauthz.CacheMiss {
-			t.Fatalf("never-seen key once the upstream answered: %+v", v)
+		// A later check of the same key joins the call still hanging and
+		// is denied at once.
+		start := time.Now()
+		if v := p.Authorize(t.Context(), presented("key-one")); !errors.Is(v.Err, credential.ErrUnavailable) || time.Since(start) != 0 {
+			t.Fatalf("second check during the same hung call: %+v after %v", v, time.Since(start))
 		}
-		if v := <-expired; v.Err != nil || v.Cache != extauthz.CacheMiss {
-			t.Fatalf("key past its bound once the upstream answered: %+v", v)
+		if s := p.Stats(); s.Undecided != 3 || s.StaleServed != 0 {
+			t.Fatalf("stats = %+v, want 3 undecided, 0 stale", s)
 		}
 
-		// A caller's own deadline still ends its wait (fail closed).
+		// The control plane answers at last: the answers land in L1.
+		close(up.release)
+		synctest.Wait()
+		p.Wait()
+		for _, k := range []string{"key-one", "key-two"} {
+			if v := authorize(p, presented(k)); v.Err != nil || v.Cache != extauthz.CacheHit {
+				t.Fatalf("%s after the hang: %+v, want a HIT from the background call", k, v)
+			}
+		}
+
+		// A caller's own deadline, when shorter, still ends its wait.
 		up2 := newHungUpstream()
 		up2.hung.Store(true)
 		p2 := newPipeline(t, up2, pipeline.Options{CheckTimeout: budget})
-		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), budget/2)
 		defer cancel()
 		if v := p2.Authorize(ctx, presented("key-one")); !errors.Is(v.Err, credential.ErrDeadlineExceeded) {
 			t.Fatalf("no entry, caller deadline: %+v", v)
 		}
 		close(up2.release)
+	})
+}
+
+// TestHungUpstreamFlightsAreCapped: with the control plane hung, checks of
+// ever new credentials hold at most MaxFlights upstream calls; a miss past
+// the cap is denied at once, fail closed.
+func TestHungUpstreamFlightsAreCapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		up := newHungUpstream()
+		up.hung.Store(true)
+		p := newPipeline(t, up, pipeline.Options{CheckTimeout: budget, MaxFlights: 2})
+		for _, k := range []string{"key-one", "key-two"} {
+			if v := p.Authorize(t.Context(), presented(k)); !errors.Is(v.Err, credential.ErrUnavailable) {
+				t.Fatalf("%s: %+v", k, v)
+			}
+		}
+		start := time.Now()
+		if v := p.Authorize(t.Context(), presented("key-three")); !errors.Is(v.Err, credential.ErrUnavailable) || time.Since(start) != 0 {
+			t.Fatalf("a third credential with two calls hanging: %+v after %v, want ErrUnavailable at once", v, time.Since(start))
+		}
+		if got, s := up.calls.Load(), p.Stats(); got != 2 || s.FlightsRefused != 1 {
+			t.Fatalf("upstream calls = %d, refused = %d; want 2 and 1", got, s.FlightsRefused)
+		}
+		close(up.release)
+		synctest.Wait()
+		p.Wait()
 	})
 }
 
@@ -170,17 +208,16 @@ func TestRevocationDuringAHangWins(t *testing.T) {
 					// A check that started after the change.
 					ch = authorizeAsync(p, presented("key-one"))
 				}
-				time.Sleep(10 * budget)
-				synctest.Wait()
-				select {
-				case v := <-ch:
-					t.Fatalf("answered during the hang after the revocation: %+v", v)
-				default:
+				// Never the stale allow: denied, fail closed, at the budget.
+				if v := <-ch; !errors.Is(v.Err, credential.ErrUnavailable) || v.Cache == extauthz.CacheStale {
+					t.Fatalf("during the hang after the revocation: %+v, want ErrUnavailable", v)
 				}
 				up.hung.Store(false)
 				close(up.release)
-				if v := <-ch; !errors.Is(v.Err, credential.ErrRevoked) {
-					t.Fatalf("after the revocation: %+v, want REVOKED", v)
+				synctest.Wait()
+				p.Wait()
+				if v := authorize(p, presented("key-one")); !errors.Is(v.Err, credential.ErrRevoked) {
+					t.Fatalf("after the hang: %+v, want REVOKED", v)
 				}
 			})
 		})

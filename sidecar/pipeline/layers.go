@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -186,12 +187,21 @@ func (g *rateGate) allow(now time.Time) bool {
 // longer than budget, its callers are answered from a usable stale entry
 // when there is one (the caller's own from L1, or the one L2 offered to the
 // call), under the same conditions as stale-if-error, checked at that
-// moment: within the entry's Keep, not invalidated, the stream current. The
-// call goes on in the background, and its answer refreshes both caches. A
-// caller with no usable entry waits for the answer as before.
+// moment: within the entry's Keep, not invalidated, the stream current. A
+// caller with no usable entry is denied then with errUndecided
+// (ErrUnavailable: the same fail-closed answer as a control plane that is
+// down), so that Envoy gets the sidecar's deny rather than its own timeout.
+// Either way the call goes on in the background, and its answer refreshes
+// both caches.
+//
+// At most max calls are in flight: the calls of a stalled upstream last the
+// upstream timeout and its retries each, and checks of ever new credentials
+// would otherwise pile them up without bound. A miss past the cap is denied
+// at once.
 type flightLayer struct {
 	mu     sync.Mutex
 	calls  map[string]*flight // guarded by mu
+	max    int                // len(calls) never exceeds it
 	next   layer
 	inv    *invalidations
 	budget time.Duration
@@ -224,7 +234,14 @@ func (f *flight) offer(e *Entry) {
 	}
 }
 
-var errCheckTimeout = &credential.Error{Kind: credential.ErrDeadlineExceeded, Reason: "GATEWAY_TIMEOUT", Message: "The verification did not finish in time."}
+var (
+	errCheckTimeout = &credential.Error{Kind: credential.ErrDeadlineExceeded, Reason: "GATEWAY_TIMEOUT", Message: "The verification did not finish in time."}
+	// errUndecided answers a check the upstream has not decided within
+	// the check timeout, and errBusy a miss past the cap of calls in
+	// flight: outages, denied like a control plane that is down.
+	errUndecided = fmt.Errorf("the control plane did not answer within the check timeout: %w", credential.ErrUnavailable)
+	errBusy      = fmt.Errorf("too many control plane calls in flight: %w", credential.ErrUnavailable)
+)
 
 func (l *flightLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	var w [9]byte
@@ -237,6 +254,11 @@ func (l *flightLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	key := q.key + string(w[:])
 	l.mu.Lock()
 	f, joined := l.calls[key]
+	if !joined && len(l.calls) >= l.max {
+		l.mu.Unlock()
+		l.stats.flightsRefused.Add(1)
+		return nil, errBusy
+	}
 	if !joined {
 		f = &flight{done: make(chan struct{}), late: make(chan struct{}), offered: make(chan struct{})}
 		l.calls[key] = f
@@ -245,35 +267,30 @@ func (l *flightLayer) lookup(ctx context.Context, q *query) (*Entry, error) {
 	if !joined {
 		go l.run(context.WithoutCancel(ctx), key, f, *q)
 	}
-	late, offered := f.late, f.offered
-	for {
-		select {
-		case <-f.done:
-			return f.answer(q)
-		case <-ctx.Done():
-			return nil, errCheckTimeout
-		case <-late:
-			late = nil
-		case <-offered:
-			offered = nil
-		}
-		if late != nil {
-			continue
-		}
-		if e := l.usableStale(q, f); e != nil {
-			// Set before looking at done: either run sees it and
-			// refreshes L1, or this caller sees the answer.
-			f.detached.Store(true)
-			select {
-			case <-f.done:
-				return f.answer(q)
-			default:
-			}
-			l.stats.staleServed.Add(1)
-			q.source = extauthz.CacheStale
-			return e, nil
-		}
+	select {
+	case <-f.done:
+		return f.answer(q)
+	case <-ctx.Done():
+		return nil, errCheckTimeout
+	case <-f.late:
 	}
+	// The budget has passed: a usable stale entry now, or a deny.
+	e := l.usableStale(q, f)
+	// Set before looking at done: either run sees it and refreshes L1, or
+	// this caller sees the answer.
+	f.detached.Store(true)
+	select {
+	case <-f.done:
+		return f.answer(q)
+	default:
+	}
+	if e == nil {
+		l.stats.undecided.Add(1)
+		return nil, errUndecided
+	}
+	l.stats.staleServed.Add(1)
+	q.source = extauthz.CacheStale
+	return e, nil
 }
 
 func (f *flight) answer(q *query) (*Entry, error) {

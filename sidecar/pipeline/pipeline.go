@@ -18,9 +18,12 @@
 // entries are encrypted and authenticated under a secret the sidecars share
 // (see sealer).
 //
-// A check waits for the upstream at most Options.CheckTimeout when it
-// could be answered from a stale cached verdict: a hung control plane costs
-// that budget once per call, not the upstream timeout per check.
+// A check waits for the upstream at most Options.CheckTimeout: then it is
+// answered from a stale cached verdict when one is usable, and denied (fail
+// closed, as when the control plane is down) otherwise, while the upstream
+// call goes on in the background to fill the caches. A hung control plane
+// costs that budget once per call, never the upstream timeout and its
+// retries, and never more than the proxy in front waits.
 package pipeline
 
 import (
@@ -69,14 +72,20 @@ type Options struct {
 	// StaleIfError is how long past its TTL a cached verdict is served while
 	// the upstream is down; 0 disables.
 	StaleIfError time.Duration
-	// CheckTimeout is how long a check waits for the upstream before it is
-	// answered from a usable stale entry (one stale-if-error would serve),
-	// when there is one; the upstream call goes on in the background and
-	// its answer refreshes the caches. Without such an entry the check
-	// waits for the upstream as before. Keep it under the time the proxy in
-	// front gives a check (Envoy's ext_authz timeout: 250ms by default).
-	// Default 200ms.
+	// CheckTimeout bounds the wait of one check for the upstream: once it
+	// has passed, the check is answered from a usable stale entry (one
+	// stale-if-error would serve) when there is one, and otherwise with an
+	// ErrUnavailable error (the sidecar's fail-closed deny, never an
+	// allow); the upstream call goes on in the background and its answer
+	// fills the caches for the next check. Keep it under the time the
+	// proxy in front gives a check (Envoy's ext_authz timeout: 250ms by
+	// default). Default 200ms.
 	CheckTimeout time.Duration
+	// MaxFlights caps the upstream calls in flight at once (one per
+	// credential being looked up, however many checks wait for it); a miss
+	// past the cap is denied at once with ErrUnavailable. It bounds what a
+	// stalled control plane makes the sidecar hold. Default 4096.
+	MaxFlights int
 	// MemoryBytes is the byte budget of the in-process cache. Default 64 MiB.
 	MemoryBytes int64
 	// Shared is the optional shared cache (Redis); nil for none.
@@ -94,6 +103,9 @@ type Options struct {
 	Now    func() time.Time
 	Logger *slog.Logger
 }
+
+// DefaultMaxFlights is Options.MaxFlights when unset.
+const DefaultMaxFlights = 4096
 
 // Pipeline implements extauthz.Authorizer.
 type Pipeline struct {
@@ -129,6 +141,9 @@ func New(up Upstream, o Options) (*Pipeline, error) {
 	if o.CheckTimeout == 0 {
 		o.CheckTimeout = 200 * time.Millisecond
 	}
+	if o.MaxFlights <= 0 {
+		o.MaxFlights = DefaultMaxFlights
+	}
 	if o.NegativeTTL < 0 || o.StaleIfError < 0 || o.CheckTimeout < 0 {
 		return nil, errors.New("pipeline: negative durations")
 	}
@@ -160,7 +175,7 @@ func New(up Upstream, o Options) (*Pipeline, error) {
 		next = &sharedLayer{life: life, store: o.Shared, seal: seal, next: next, stats: &p.stats, log: o.Logger, inv: &p.inv}
 	}
 	next = &flightLayer{
-		calls: map[string]*flight{}, next: next, inv: &p.inv, budget: o.CheckTimeout, now: o.Now, stats: &p.stats,
+		calls: map[string]*flight{}, max: o.MaxFlights, next: next, inv: &p.inv, budget: o.CheckTimeout, now: o.Now, stats: &p.stats,
 		refresh: p.refresh,
 	}
 	next = &jwtLayer{keys: p.jwks, life: life, next: next, stats: &p.stats, inv: &p.inv}
@@ -316,6 +331,10 @@ type Stats struct {
 	L2Rejected                              uint64
 	JWTLocal, UpstreamCalls, UpstreamErrors uint64
 	StaleServed, LocalRejects               uint64
+	// Undecided counts checks denied (fail closed) at the check timeout
+	// with no verdict to give; FlightsRefused, misses denied at once
+	// because MaxFlights upstream calls were already in flight.
+	Undecided, FlightsRefused uint64
 }
 
 type counters struct {
@@ -323,6 +342,7 @@ type counters struct {
 	l2Rejected                                   atomic.Uint64
 	jwtLocal, upstreamCalls, upstreamErrors      atomic.Uint64
 	staleServed, localRejects                    atomic.Uint64
+	undecided, flightsRefused                    atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -332,6 +352,7 @@ func (p *Pipeline) Stats() Stats {
 		L1Hits: c.l1Hits.Load(), L1Misses: c.l1Misses.Load(), L2Hits: c.l2Hits.Load(), L2Misses: c.l2Misses.Load(),
 		L2Errors: c.l2Errors.Load(), L2Rejected: c.l2Rejected.Load(), JWTLocal: c.jwtLocal.Load(), UpstreamCalls: c.upstreamCalls.Load(),
 		UpstreamErrors: c.upstreamErrors.Load(), StaleServed: c.staleServed.Load(), LocalRejects: c.localRejects.Load(),
+		Undecided: c.undecided.Load(), FlightsRefused: c.flightsRefused.Load(),
 	}
 }
 
@@ -356,6 +377,8 @@ func (p *Pipeline) Register(reg prometheus.Registerer) error {
 		counter("talos_proxy_upstream_errors_total", "Verify calls to the control plane that got no verdict.", &c.upstreamErrors),
 		counter("talos_proxy_stale_served_total", "Verdicts served past their TTL because the upstream was down.", &c.staleServed),
 		counter("talos_proxy_local_rejects_total", "Credentials rejected without a lookup (malformed).", &c.localRejects),
+		counter("talos_proxy_check_timeouts_total", "Checks denied (fail closed) at proxy.check_timeout with no verdict to give.", &c.undecided),
+		counter("talos_proxy_flights_refused_total", "Cache misses denied at once because the maximum of upstream calls were in flight.", &c.flightsRefused),
 	} {
 		if err := reg.Register(col); err != nil {
 			return err

@@ -29,6 +29,7 @@ func (c *Client) call(ctx context.Context, method string, attempt func(context.C
 		cancel()
 		if err == nil {
 			c.lastOK.Store(true)
+			c.answered.Store(true)
 			return nil
 		}
 		code := status.Code(err)
@@ -38,6 +39,9 @@ func (c *Client) call(ctx context.Context, method string, attempt func(context.C
 		retryable := code == codes.Unavailable || (code == codes.DeadlineExceeded && ctx.Err() == nil)
 		if ctx.Err() == nil && code != codes.Canceled {
 			c.lastOK.Store(code == codes.InvalidArgument)
+			if code == codes.InvalidArgument {
+				c.answered.Store(true)
+			}
 		}
 		if !retryable || n > c.retries {
 			return c.fail(ctx, method, err, n)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -27,6 +28,20 @@ const (
 	// MaxBackoff caps the retry delay.
 	MaxBackoff = time.Second
 )
+
+// connectParams are the reconnection parameters of the connection to the
+// control plane, which the invalidation stream shares. gRPC's defaults let
+// the delay between connection attempts grow to 120s, so after a long
+// outage a sidecar kept failing closed for a minute or more after the
+// control plane was back; here it grows from 100ms to at most about a
+// second (±20% jitter, so sidecars restarted together spread out), and an
+// attempt that connects but hangs is given up after MinConnectTimeout.
+func connectParams() grpc.ConnectParams {
+	return grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+		MinConnectTimeout: 3 * time.Second,
+	}
+}
 
 // Options configures a Client.
 type Options struct {
@@ -75,6 +90,8 @@ type Client struct {
 
 	calls  atomic.Uint64
 	lastOK atomic.Bool
+	// answered: some attempt got an answer (see AnsweredOnce).
+	answered atomic.Bool
 	// jitter returns the delay before a retry, in [0, bound].
 	jitter func(bound time.Duration) time.Duration
 }
@@ -137,6 +154,7 @@ func New(o Options) (*Client, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 10 * time.Second}),
+		grpc.WithConnectParams(connectParams()),
 		// Retries are this package's, counted by Calls; a service config
 		// published in DNS must not add a retry policy of its own. (gRPC's
 		// transparent retry of a call that never reached the server stays
@@ -204,6 +222,11 @@ func (c *Client) Ready() bool {
 	}
 	return false
 }
+
+// AnsweredOnce reports whether the control plane has ever answered a call
+// of this client (OK, or INVALID_ARGUMENT: it was reached and judged the
+// request), for the sidecar's readiness. It never turns false again.
+func (c *Client) AnsweredOnce() bool { return c.answered.Load() }
 
 // Calls returns the number of RPC attempts made so far, retries included.
 func (c *Client) Calls() uint64 { return c.calls.Load() }
