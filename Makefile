@@ -6,7 +6,7 @@ PROTO_DIR := pkg/api/talos/v2alpha1
 SIDECAR_PROTO_DIR := pkg/api/talos/sidecar/v1
 PROTOC_INCLUDE ?= /usr/include
 
-.PHONY: all build run test test-short generate lint bench microbench fuzz clean tools
+.PHONY: all build run test test-short helm-test generate lint bench microbench fuzz clean tools
 
 all: build
 
@@ -21,6 +21,10 @@ test:
 
 test-short:
 	$(GO) test -short -count=1 ./...
+
+# The Helm chart alone (deploy/README.md, "How the chart is tested").
+helm-test:
+	$(GO) test -count=1 -run 'Helm|Istio' ./deploy/
 
 # Regenerates the committed protobuf/gRPC/gateway code, byte for byte. Needs
 # protoc and the well-known types (Debian: protobuf-compiler, installed here

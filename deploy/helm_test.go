@@ -41,6 +41,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/talos-project/talos/pkg/config"
@@ -249,6 +251,12 @@ func deepCopy(m map[string]any) map[string]any {
 // renderChart renders like `helm template talos deploy/helm/talos -n talos
 // -f <values> --kube-version 1.34`, values schema included.
 func renderChart(ch *chart.Chart, vals map[string]any) (*rendering, error) {
+	return renderWith(ch, vals, nil)
+}
+
+// renderWith renders with lookup answered by cluster (nil: an empty
+// cluster, as under helm template).
+func renderWith(ch *chart.Chart, vals map[string]any, cluster engine.ClientProvider) (*rendering, error) {
 	caps := common.DefaultCapabilities.Copy()
 	caps.KubeVersion = kubeVersion
 	rv, err := chartutil.ToRenderValuesWithSchemaValidation(ch, vals,
@@ -256,7 +264,12 @@ func renderChart(ch *chart.Chart, vals map[string]any) (*rendering, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := engine.Render(ch, rv)
+	var out map[string]string
+	if cluster == nil {
+		out, err = engine.Render(ch, rv)
+	} else {
+		out, err = engine.RenderWithClientProvider(ch, rv, cluster)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -775,6 +788,89 @@ func TestHelmTemplate_Upgrade(t *testing.T) {
 	d := deploymentNamed(t, r, "talos")
 	if n := len(d.Spec.Template.Spec.InitContainers); n != 0 {
 		t.Errorf("job mode and %d init containers", n)
+	}
+}
+
+// fakeCluster answers the chart's lookups from a fake dynamic client holding
+// the given objects.
+type fakeCluster struct {
+	client *dynamicfake.FakeDynamicClient
+}
+
+func (f fakeCluster) GetClientFor(apiVersion, kind string) (dynamic.NamespaceableResourceInterface, bool, error) {
+	if apiVersion != "v1" || kind != "Secret" {
+		return nil, false, fmt.Errorf("the chart looks up %s %s; only v1 Secret is expected", apiVersion, kind)
+	}
+	return f.client.Resource(corev1.SchemeGroupVersion.WithResource("secrets")), true, nil
+}
+
+// TestHelmTemplate_UpgradeKeepsSecrets: an upgrade renders against the
+// cluster the install created, and must keep every generated secret and the
+// webhook's CA; a new HMAC secret would make every issued key unverifiable.
+func TestHelmTemplate_UpgradeKeepsSecrets(t *testing.T) {
+	t.Parallel()
+	ch := loadChart(t)
+	vals := readValues(t, "injected-redis-values.yaml")
+	install := mustRender(t, ch, vals)
+	var existing []runtime.Object
+	for _, s := range find[*corev1.Secret](install) {
+		existing = append(existing, s.DeepCopy())
+	}
+	if len(existing) != 2 {
+		t.Fatalf("install renders Secrets %v", kinds(install))
+	}
+	upgrade, err := renderWith(ch, vals, fakeCluster{dynamicfake.NewSimpleDynamicClient(scheme.Scheme, existing...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range find[*corev1.Secret](install) {
+		for k, v := range s.Data {
+			if got := secretValue(upgrade, s.Name, k); got != string(v) {
+				t.Errorf("Secret %s key %s changed on upgrade", s.Name, k)
+			}
+		}
+	}
+	bundle := func(r *rendering) string {
+		return string(find[*admissionv1.MutatingWebhookConfiguration](r)[0].Webhooks[0].ClientConfig.CABundle)
+	}
+	if bundle(install) != bundle(upgrade) || bundle(install) != secretValue(install, "talos-injector-tls", "ca.crt") {
+		t.Error("the webhook's caBundle changed on upgrade, or is not the Secret's CA")
+	}
+	// A value set explicitly wins over the kept one.
+	rotated := strings.Repeat("r", 40)
+	again, err := renderWith(ch, with(vals, map[string]any{"secret.sidecarToken": rotated}),
+		fakeCluster{dynamicfake.NewSimpleDynamicClient(scheme.Scheme, existing...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if secretValue(again, "talos", "sidecarToken") != rotated || secretValue(again, "talos", "hmacCurrent") != secretValue(install, "talos", "hmacCurrent") {
+		t.Error("secret.sidecarToken did not replace the kept token, or the HMAC secret changed with it")
+	}
+	// Without the cluster (helm template) every render generates anew: the
+	// check above is not passing by accident.
+	if secretValue(mustRender(t, ch, vals), "talos", "hmacCurrent") == secretValue(install, "talos", "hmacCurrent") {
+		t.Error("two renders without a cluster generated the same HMAC secret")
+	}
+}
+
+// TestHelmDecodeStrict proves the decoding the checks rest on rejects what a
+// lenient one would drop.
+func TestHelmDecodeStrict(t *testing.T) {
+	t.Parallel()
+	for name, doc := range map[string]string{
+		"misspelt field":    "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  replica: 2\n",
+		"wrong case":        "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec:\n  Selector: {a: b}\n",
+		"duplicate field":   "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\ndata: {c: d}\n",
+		"custom kind":       "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata: {name: x}\nspec:\n  endpoint: []\n",
+		"istio kind":        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: x}\nspec:\n  action: CUSTOM\n  providers: {name: talos}\n",
+		"unregistered kind": "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: x}\n",
+	} {
+		if _, err := decodeObject(name, []byte(doc)); err == nil {
+			t.Errorf("%s: decoded without error", name)
+		}
+	}
+	if _, err := decodeObject("good", []byte("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  replicas: 2\n")); err != nil {
+		t.Errorf("a correct Deployment: %v", err)
 	}
 }
 

@@ -182,7 +182,7 @@ upstream, token, tenant, Redis, lifecycle. (dict "root" $ "injected" bool).
 - name: TALOS_PROXY_UPSTREAM_TOKEN
   valueFrom:
     secretKeyRef:
-      {{- include "talos.sidecarTokenRef" . | nindent 6 }}
+      {{- include "talos.sidecarTokenRef" . | trim | nindent 6 }}
 {{- with $s.tenant }}
 - name: TALOS_PROXY_TENANT
   value: {{ . | quote }}
