@@ -1,8 +1,8 @@
 {{/*
-The control plane's environment: every secret from the Secret by
-secretKeyRef, never in the ConfigMap.
+What every command on the database needs (serve, migrate): the DSN and the
+HMAC secret, from the Secret by secretKeyRef, never in the ConfigMap.
 */}}
-{{- define "talos.controlPlane.env" -}}
+{{- define "talos.controlPlane.storeEnv" -}}
 {{- $secret := include "talos.secretName" . -}}
 - name: TALOS_DB_DSN
   valueFrom:
@@ -14,6 +14,12 @@ secretKeyRef, never in the ConfigMap.
     secretKeyRef:
       name: {{ $secret }}
       key: hmacCurrent
+{{- end }}
+
+{{/* The environment of talos serve: the store's, plus the admin and sidecar tokens. */}}
+{{- define "talos.controlPlane.env" -}}
+{{- $secret := include "talos.secretName" . -}}
+{{ include "talos.controlPlane.storeEnv" . }}
 - name: TALOS_SERVE_ADMIN_AUTH_BEARER_TOKENS
   valueFrom:
     secretKeyRef:
@@ -26,7 +32,10 @@ secretKeyRef, never in the ConfigMap.
       key: sidecarToken
 {{- end }}
 
-{{/* The container that runs `talos migrate up`: (dict "root" $ "configMap" name). */}}
+{{/*
+The container that runs `talos migrate up`: (dict "root" $ "data" "true"
+when it mounts the SQLite volume "resources" {...}).
+*/}}
 {{- define "talos.migrateContainer" -}}
 {{- $cp := .root.Values.controlPlane -}}
 - name: migrate
@@ -34,7 +43,7 @@ secretKeyRef, never in the ConfigMap.
   imagePullPolicy: {{ include "talos.pullPolicy" (dict "root" .root "image" $cp.image) }}
   args: ["migrate", "up", "--config", "/etc/talos/talos.yaml"]
   env:
-    {{- include "talos.controlPlane.env" .root | nindent 4 }}
+    {{- include "talos.controlPlane.storeEnv" .root | nindent 4 }}
     {{- with $cp.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
