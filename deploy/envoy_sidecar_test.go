@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/talos-project/talos/extauthz"
+	"github.com/talos-project/talos/pkg/config"
 )
 
 // Without Envoy, these tests stand in for it: for each route of a config they
@@ -40,6 +41,11 @@ var envoyChecks = []envoyCheck{
 	{route: "read", path: "/read/orders", header: map[string]string{"x-api-key": "good"}, status: 200},
 	{route: "read", path: "/read/orders", header: map[string]string{"x-api-key": "noscope"}, status: 403},
 	{route: "default", path: "/orders", header: map[string]string{"x-api-key": "limited"}, status: 429},
+	// A macaroon limited to path=/read holds on paths under /read only,
+	// judged on the client's path (not on a path_prefix Envoy adds).
+	{route: "read", path: "/read/orders/1", header: map[string]string{"x-api-key": "readonly"}, status: 200},
+	{route: "default", path: "/orders", header: map[string]string{"x-api-key": "readonly"}, status: 403},
+	{route: "default", path: "/reading", header: map[string]string{"x-api-key": "readonly"}, status: 403},
 	// The sidecar's own paths are checks like any other path of the app.
 	{route: "default", method: "POST", path: "/v2alpha1/admin/apiKeys:verify", status: 401},
 	{route: "default", path: "/health/alive", status: 401},
@@ -67,9 +73,9 @@ func routeNamed(t *testing.T, v *envoyView, name string) *routev3.Route {
 	return v.routes[i]
 }
 
-func newTestServer(t *testing.T) *extauthz.Server {
+func newTestServer(t *testing.T, o extauthz.Options) *extauthz.Server {
 	t.Helper()
-	srv, err := extauthz.New(extauthz.AuthorizerFunc(fakeAuthorizer), extauthz.Options{})
+	srv, err := extauthz.New(extauthz.AuthorizerFunc(fakeAuthorizer), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +92,7 @@ func TestEnvoyConfigs_AgainstSidecar(t *testing.T) {
 			t.Fatal(err)
 		}
 		g := grpc.NewServer()
-		newTestServer(t).Register(g)
+		newTestServer(t, extauthz.Options{}).Register(g)
 		go func() { _ = g.Serve(lis) }()
 		t.Cleanup(g.Stop)
 		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -131,7 +137,18 @@ func TestEnvoyConfigs_AgainstSidecar(t *testing.T) {
 	t.Run("http_service", func(t *testing.T) {
 		t.Parallel()
 		v := loadView(t, "envoy/envoy-http-service.yaml")
-		ts := httptest.NewServer(newTestServer(t).HTTPHandler())
+		// The sidecar runs with the config shipped beside the Envoy one.
+		pc, err := config.LoadProxy([]string{"envoy/talos-proxy-http-service.yaml"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix := pc.Proxy.HTTPPathPrefix
+		for name, a := range v.authz {
+			if p := a.GetHttpService().GetPathPrefix(); p != prefix {
+				t.Errorf("%s: Envoy's path_prefix %q, but the sidecar's proxy.http_path_prefix is %q", name, p, prefix)
+			}
+		}
+		ts := httptest.NewServer(newTestServer(t, extauthz.Options{HTTPPathPrefix: prefix}).HTTPHandler())
 		t.Cleanup(ts.Close)
 		client := ts.Client()
 

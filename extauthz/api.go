@@ -140,6 +140,15 @@ type Options struct {
 	Tenant credential.Tenant
 	// Realm is the realm of the WWW-Authenticate challenge. Default "talos".
 	Realm string
+	// HTTPPathPrefix, when set, is the prefix under which HTTP-mode checks
+	// arrive, as Envoy's http_service path_prefix sends them: a check of
+	// /orders/1 comes as {prefix}/orders/1 and is judged on /orders/1.
+	// Every other path outside /v2alpha1/ and /health/ is then 404 NOT_FOUND
+	// (a deny to every proxy), so a client's request for a sidecar path can
+	// never reach it as a check. "/" followed by unreserved path segments,
+	// without a trailing "/", ".", ".." or a segment under /v2alpha1 or
+	// /health. Default "": every such path is a check of itself.
+	HTTPPathPrefix string
 	// UnavailableAsError answers a check that cannot be decided (upstream
 	// down and nothing cached) with gRPC UNAVAILABLE instead of a 503 deny,
 	// so that Envoy's failure_mode_allow decides. Default false: fail closed

@@ -34,6 +34,8 @@ const CacheHeader = "Ory-Talos-Cache"
 //     plane, plus an Ory-Talos-Cache header (HIT, MISS, STALE or NONE).
 //   - Other /v2alpha1/ paths and /health/ paths answer 404: the process
 //     that mounts this handler serves health itself.
+//   - With Options.HTTPPathPrefix set, other paths not under the prefix
+//     answer 404.
 //   - Every other path, with any method, is a check of that request (see
 //     FromHTTP): 200 with the upstream headers as response headers on allow
 //     (for nginx auth_request_set, Caddy copy_headers, Traefik
@@ -54,9 +56,19 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveVerify(w, r)
 	case strings.HasPrefix(p, "/health/"), strings.HasPrefix(p, "/v2alpha1/"):
 		writeAPIError(w, http.StatusNotFound, codes.NotFound, "NOT_FOUND", "not found", nil)
+	case s.opts.HTTPPathPrefix != "" && !underPrefix(r.RequestURI, s.opts.HTTPPathPrefix):
+		writeAPIError(w, http.StatusNotFound, codes.NotFound, "NOT_FOUND", "not found", nil)
 	default:
 		s.serveCheck(w, r)
 	}
+}
+
+// underPrefix reports whether the raw request target uri is prefix itself
+// or below it ("/p", "/p/x", "/p?q"). It reads the target as sent, not the
+// decoded path, so that the part stripped is exactly the prefix.
+func underPrefix(uri, prefix string) bool {
+	rest, ok := strings.CutPrefix(uri, prefix)
+	return ok && (rest == "" || rest[0] == '/' || rest[0] == '?')
 }
 
 func (s *Server) serveCheck(w http.ResponseWriter, r *http.Request) {

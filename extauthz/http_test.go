@@ -257,3 +257,87 @@ func TestHTTPHandler_verifyPresented(t *testing.T) {
 		t.Errorf("Presented = %+v", got)
 	}
 }
+
+// With HTTPPathPrefix, checks arrive as Envoy's http_service sends them,
+// {path_prefix}{:path}, and are judged on the original path; nothing outside
+// the prefix is a check, so no client request can reach the sidecar's own
+// paths as one.
+func TestHTTPHandler_pathPrefix(t *testing.T) {
+	t.Parallel()
+	fake := newFake()
+	onlyOrders := goodResult
+	onlyOrders.Type = credential.TypeMacaroon
+	onlyOrders.Conditions = map[string]string{"path": "/orders"}
+	fake.verdicts["orders"] = extauthz.Verdict{Result: onlyOrders, Cache: extauthz.CacheHit}
+	srv := newTestHTTP(t, mustServer(t, fake, extauthz.Options{HTTPPathPrefix: "/ext_authz"}))
+	tests := []struct {
+		name, method, path, key string
+		forwarded               string // X-Forwarded-Uri, as forward-auth proxies send it
+		status                  int
+	}{
+		{name: "check under the prefix", path: "/ext_authz/orders/1", key: "orders", status: 200},
+		{name: "query kept out of the judged path", path: "/ext_authz/orders/1?x=/admin", key: "orders", status: 200},
+		{name: "condition judged without the prefix", path: "/ext_authz/admin", key: "orders", status: 403},
+		{name: "climbing out of the condition", path: "/ext_authz/orders/../admin", key: "orders", status: 403},
+		{name: "plain key anywhere under the prefix", path: "/ext_authz/", key: "good", status: 200},
+		{name: "prefix alone has no path to judge", path: "/ext_authz", key: "orders", status: 403},
+		{name: "prefix alone, plain key", path: "/ext_authz", key: "good", status: 200},
+		{name: "forward-auth header still wins", path: "/ext_authz", key: "orders", forwarded: "/orders/2", status: 200},
+		{name: "missing credential", path: "/ext_authz/orders", status: 401},
+		{name: "outside the prefix", path: "/orders/1", key: "good", status: 404},
+		{name: "prefix as a name prefix only", path: "/ext_authzx/orders", key: "good", status: 404},
+		{name: "escaped prefix", path: "/ext%5Fauthz/orders", key: "good", status: 404},
+		{name: "verify API is not a check", method: "POST", path: "/ext_authz/v2alpha1/admin/apiKeys:verify", key: "good", status: 200},
+		{name: "health stays the process's", path: "/health/ready", key: "good", status: 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := map[string]string{}
+			if tt.key != "" {
+				h["X-Api-Key"] = tt.key
+			}
+			if tt.forwarded != "" {
+				h["X-Forwarded-Uri"] = tt.forwarded
+			}
+			resp := httpDo(t, methodOr(tt.method), srv.URL+tt.path, h, nil)
+			body := readAll(t, resp.Body)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status = %d, want %d (%s)", resp.StatusCode, tt.status, body)
+			}
+			if allowed := resp.Header.Get("X-Talos-Key-Id") != ""; allowed != (tt.status == 200) {
+				t.Errorf("allowed = %v with status %d", allowed, resp.StatusCode)
+			}
+		})
+	}
+	// The check of /ext_authz/v2alpha1/admin/apiKeys:verify was a check,
+	// not a verify call: the verify proxy answers JSON with "valid".
+	resp := httpDo(t, http.MethodPost, srv.URL+"/ext_authz/v2alpha1/admin/apiKeys:verify", map[string]string{"X-Api-Key": "good"}, strings.NewReader(`{"credential":"garbage"}`))
+	if body := readAll(t, resp.Body); body != "" || fake.lastPresented().Credential != "good" {
+		t.Errorf("verify under the prefix: body %q, presented %q; want an empty allow of the header's key", body, fake.lastPresented().Credential)
+	}
+}
+
+func TestOptions_pathPrefix(t *testing.T) {
+	t.Parallel()
+	for _, p := range []string{"/ext_authz", "/a/b-c.d~e_f", "/V1"} {
+		if _, err := extauthz.New(newFake(), extauthz.Options{HTTPPathPrefix: p}); err != nil {
+			t.Errorf("%q: %v", p, err)
+		}
+	}
+	for _, p := range []string{"ext_authz", "/", "/a/", "//a", "/a//b", "/a/./b", "/..", "/a b", "/a%2Fb", "/a?b", "/é",
+		"/v2alpha1", "/v2alpha1/x", "/health", "/health/ready"} {
+		if _, err := extauthz.New(newFake(), extauthz.Options{HTTPPathPrefix: p}); err == nil {
+			t.Errorf("%q: accepted", p)
+		} else if !strings.Contains(err.Error(), "HTTP path prefix") {
+			t.Errorf("%q: error %v does not name the option", p, err)
+		}
+	}
+}
+
+func methodOr(m string) string {
+	if m == "" {
+		return http.MethodGet
+	}
+	return m
+}

@@ -94,6 +94,9 @@ func (o *Options) validate() error {
 		}
 		seen[name] = true
 	}
+	if err := CheckHTTPPathPrefix(o.HTTPPathPrefix); err != nil {
+		errs = append(errs, fmt.Errorf("HTTP path prefix %q: %w", o.HTTPPathPrefix, err))
+	}
 	for i := 0; i < len(o.Realm); i++ {
 		if c := o.Realm[i]; c < 0x20 || c == 0x7f || c == '"' || c == '\\' {
 			errs = append(errs, fmt.Errorf("realm %q: must not contain quotes, backslashes or control characters", o.Realm))
@@ -101,6 +104,36 @@ func (o *Options) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkPathPrefix accepts "" and /seg[/seg...] of unreserved characters
+// (RFC 3986: letters, digits, "-", ".", "_", "~"), with no "." or ".."
+// segment and outside the paths the HTTP handler serves itself.
+func CheckHTTPPathPrefix(p string) error {
+	if p == "" {
+		return nil
+	}
+	if p[0] != '/' {
+		return errors.New("must start with /")
+	}
+	for _, seg := range strings.Split(p[1:], "/") {
+		switch seg {
+		case "":
+			return errors.New("must not end with / or hold an empty segment")
+		case ".", "..":
+			return errors.New("must not hold a . or .. segment")
+		}
+		for i := 0; i < len(seg); i++ {
+			c := seg[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0) {
+				return fmt.Errorf("character %q: only letters, digits, -, ., _ and ~ may appear in a segment", c)
+			}
+		}
+	}
+	if first, _, _ := strings.Cut(p[1:], "/"); first == "v2alpha1" || first == "health" {
+		return errors.New("must not be under /v2alpha1 or /health, which the sidecar serves itself")
+	}
+	return nil
 }
 
 func metaHeader(prefix, field string) string { return prefix + "meta-" + strings.ToLower(field) }

@@ -117,7 +117,8 @@ func FromCheckRequest(r *authv3.CheckRequest, o *Options) Request {
 // The original method, URI and host come from X-Forwarded-Method,
 // X-Forwarded-Uri and X-Forwarded-Host (Traefik and Caddy forward-auth) or
 // X-Original-Method and X-Original-URI (nginx auth_request), else from r
-// itself (Envoy's http_service appends the original path). The route's
+// itself (Envoy's http_service appends the original path to its
+// path_prefix, which Options.HTTPPathPrefix strips). The route's
 // requirements come from X-Talos-Scopes, X-Talos-Tenant and
 // X-Talos-Audiences. The proxy must set or clear these three headers:
 // a client that can pass its own X-Talos-Tenant or X-Talos-Audiences
@@ -151,6 +152,17 @@ func FromHTTP(r *http.Request, o *Options) Request {
 			req.Path = r.RequestURI
 		} else if r.URL != nil {
 			req.Path = r.URL.RequestURI()
+		}
+		if o.HTTPPathPrefix != "" {
+			// Envoy's http_service sends {path_prefix}{:path}. A target
+			// not under the prefix, or the prefix alone (no original path
+			// after it), has no path to judge: "" never holds a path
+			// condition.
+			if rest, ok := strings.CutPrefix(req.Path, o.HTTPPathPrefix); ok && strings.HasPrefix(rest, "/") {
+				req.Path = rest
+			} else {
+				req.Path = ""
+			}
 		}
 	}
 	req.Host = first(h.Get("X-Forwarded-Host"), r.Host)

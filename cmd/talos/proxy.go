@@ -77,6 +77,10 @@ type proxyTransport struct {
 // buildProxy assembles a sidecar from its configuration, its links secured
 // as the tls blocks say. The returned func releases what it holds.
 func buildProxy(ctx context.Context, pc config.Proxy, log *slog.Logger) (*sidecar.Server, func(), error) {
+	// Before anything is opened or dialled.
+	if err := extauthz.CheckHTTPPathPrefix(pc.HTTPPathPrefix); err != nil {
+		return nil, func() {}, fmt.Errorf("proxy.http_path_prefix %q: %w", pc.HTTPPathPrefix, err)
+	}
 	tr, err := proxyTLS(pc, log)
 	if err != nil {
 		return nil, func() {}, err
@@ -201,6 +205,7 @@ func buildProxyWith(ctx context.Context, pc config.Proxy, log *slog.Logger, tr p
 		MetadataHeaders:    pc.Headers.Metadata,
 		RemoveCredential:   pc.Headers.RemoveCredential,
 		Tenant:             tenant,
+		HTTPPathPrefix:     pc.HTTPPathPrefix,
 		UnavailableAsError: pc.FailureMode == config.ProxyFailureModeUnavailable,
 		Observe:            decisions.Observe,
 		Logger:             log,

@@ -52,6 +52,8 @@ func TestServe_TLSStartErrors(t *testing.T) {
 			[]string{"TALOS_PROXY_CACHE_REDIS_ENABLED=true", "TALOS_PROXY_CACHE_REDIS_SECRET=redis-secret-long-enough-0123456789abc",
 				"TALOS_PROXY_CACHE_REDIS_TLS_ENABLED=true", "TALOS_PROXY_CACHE_REDIS_TLS_CA_FILE=" + key},
 			"proxy.cache.redis.tls"},
+		{"sidecar checks under its own API paths", []string{"proxy"}, []string{"TALOS_PROXY_HTTP_PATH_PREFIX=/v2alpha1"},
+			"proxy.http_path_prefix"},
 		{"files without enabled", []string{"serve"}, []string{"TALOS_SERVE_HTTP_TLS_CERT_FILE=" + cert},
 			"serve.http.tls.enabled"},
 	} {

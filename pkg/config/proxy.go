@@ -38,6 +38,10 @@ type Proxy struct {
 	// Tenant is the tenant (UUID) of checks whose route names none; "" means
 	// the default network.
 	Tenant string `koanf:"tenant"`
+	// HTTPPathPrefix is the path prefix under which HTTP-mode checks arrive
+	// (Envoy's http_service path_prefix); "" = every path outside
+	// /v2alpha1/ and /health/ is a check. Checked by extauthz.Options.
+	HTTPPathPrefix string `koanf:"http_path_prefix"`
 	// ExtAuthz is the Envoy ext_authz gRPC listener.
 	ExtAuthz ProxyListener `koanf:"extauthz"`
 	// HTTP is the HTTP authorization listener (Envoy http_service, nginx
