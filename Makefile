@@ -6,7 +6,7 @@ PROTO_DIR := pkg/api/talos/v2alpha1
 SIDECAR_PROTO_DIR := pkg/api/talos/sidecar/v1
 PROTOC_INCLUDE ?= /usr/include
 
-.PHONY: all build run test test-short generate lint bench microbench fuzz clean tools image
+.PHONY: all build run test test-short helm-test envtest-bin helm-dryrun generate lint bench microbench fuzz clean tools image
 
 all: build
 
@@ -31,6 +31,19 @@ test:
 
 test-short:
 	$(GO) test -short -count=1 ./...
+
+# The Helm chart alone (deploy/README.md, "How the chart is tested").
+helm-test:
+	$(GO) test -count=1 -run 'Helm|Istio' ./deploy/
+
+# kube-apiserver and etcd built from the Go module proxy (tools/kube; about
+# 7 minutes on 2 cores the first time), and the chart's server-side dry run
+# against them. Opt-in: not part of make test.
+envtest-bin:
+	cd tools/kube && $(GO) build -o ../../bin/envtest/ k8s.io/kubernetes/cmd/kube-apiserver ./etcd
+
+helm-dryrun: envtest-bin
+	TALOS_TEST_KUBE_BIN=$(abspath bin/envtest) $(GO) test -count=1 -run TestHelmServerDryRun -v ./deploy/
 
 # Regenerates the committed protobuf/gRPC/gateway code, byte for byte. Needs
 # protoc and the well-known types (Debian: protobuf-compiler, installed here

@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"slices"
@@ -22,6 +23,8 @@ type meta struct {
 	Metadata   struct {
 		Name      string `yaml:"name"`
 		Namespace string `yaml:"namespace"`
+		// The chart's objects carry labels (helm_test.go).
+		Labels map[string]string `yaml:"labels"`
 	} `yaml:"metadata"`
 }
 
@@ -30,17 +33,41 @@ type istioOperator struct {
 	Spec struct {
 		MeshConfig struct {
 			ExtensionProviders []struct {
-				Name              string `yaml:"name"`
-				EnvoyExtAuthzGrpc *struct {
-					Service       string `yaml:"service"`
-					Port          int    `yaml:"port"`
-					Timeout       string `yaml:"timeout"`
-					FailOpen      *bool  `yaml:"failOpen"`
-					StatusOnError string `yaml:"statusOnError"`
-				} `yaml:"envoyExtAuthzGrpc"`
+				Name              string        `yaml:"name"`
+				EnvoyExtAuthzGrpc *extAuthzGrpc `yaml:"envoyExtAuthzGrpc"`
 			} `yaml:"extensionProviders"`
 		} `yaml:"meshConfig"`
 	} `yaml:"spec"`
+}
+
+type extAuthzGrpc struct {
+	Service       string `yaml:"service"`
+	Port          int    `yaml:"port"`
+	Timeout       string `yaml:"timeout"`
+	FailOpen      *bool  `yaml:"failOpen"`
+	StatusOnError string `yaml:"statusOnError"`
+}
+
+// providerProblems checks one extension provider: the sidecar's ext_authz
+// port, a bounded timeout, and fail closed with 503.
+func providerProblems(name string, g *extAuthzGrpc) []string {
+	if g == nil {
+		return []string{fmt.Sprintf("provider %s: not envoyExtAuthzGrpc", name)}
+	}
+	var out []string
+	if g.Port != 9191 {
+		out = append(out, fmt.Sprintf("provider %s: port %d, want 9191", name, g.Port))
+	}
+	if g.FailOpen == nil || *g.FailOpen {
+		out = append(out, fmt.Sprintf("provider %s: failOpen must be set to false", name))
+	}
+	if d, err := time.ParseDuration(g.Timeout); err != nil || d <= 0 || d > time.Second {
+		out = append(out, fmt.Sprintf("provider %s: timeout %q, want a duration in (0, 1s]", name, g.Timeout))
+	}
+	if g.StatusOnError != "503" {
+		out = append(out, fmt.Sprintf("provider %s: statusOnError %q, want 503", name, g.StatusOnError))
+	}
+	return out
 }
 
 type authorizationPolicy struct {
@@ -109,23 +136,11 @@ func TestIstio(t *testing.T) {
 	}
 	services := map[string]string{} // provider name -> service
 	for _, p := range op.Spec.MeshConfig.ExtensionProviders {
-		g := p.EnvoyExtAuthzGrpc
-		if g == nil {
-			t.Errorf("provider %s: not envoyExtAuthzGrpc", p.Name)
-			continue
+		for _, problem := range providerProblems(p.Name, p.EnvoyExtAuthzGrpc) {
+			t.Error(problem)
 		}
-		services[p.Name] = g.Service
-		if g.Port != 9191 {
-			t.Errorf("provider %s: port %d, want 9191", p.Name, g.Port)
-		}
-		if g.FailOpen == nil || *g.FailOpen {
-			t.Errorf("provider %s: failOpen must be set to false", p.Name)
-		}
-		if d, err := time.ParseDuration(g.Timeout); err != nil || d <= 0 || d > time.Second {
-			t.Errorf("provider %s: timeout %q, want a duration in (0, 1s]", p.Name, g.Timeout)
-		}
-		if g.StatusOnError != "503" {
-			t.Errorf("provider %s: statusOnError %q, want 503", p.Name, g.StatusOnError)
+		if p.EnvoyExtAuthzGrpc != nil {
+			services[p.Name] = p.EnvoyExtAuthzGrpc.Service
 		}
 	}
 	if s := services["talos"]; s != "talos-proxy.talos.svc.cluster.local" {
