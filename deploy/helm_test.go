@@ -45,6 +45,7 @@ import (
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/scheme"
 
+	"github.com/talos-project/talos/deploy/inject"
 	"github.com/talos-project/talos/pkg/config"
 )
 
@@ -152,24 +153,6 @@ type certManagerCertificate struct {
 			Group string `yaml:"group"`
 		} `yaml:"issuerRef"`
 	} `yaml:"spec"`
-}
-
-// injectorConfig is the injector's config file as `talos inject serve`
-// reads it (strict YAML, camelCase).
-type injectorConfig struct {
-	Image           string `yaml:"image"`
-	ImagePullPolicy string `yaml:"imagePullPolicy"`
-	Upstream        string `yaml:"upstream"`
-	Tenant          string `yaml:"tenant"`
-	TokenSecret     struct {
-		Name string `yaml:"name"`
-		Key  string `yaml:"key"`
-	} `yaml:"tokenSecret"`
-	ConfigMap        string                       `yaml:"configMap"`
-	Env              []map[string]any             `yaml:"env"`
-	Resources        map[string]map[string]string `yaml:"resources"`
-	NativeSidecar    bool                         `yaml:"nativeSidecar"`
-	PrometheusScrape bool                         `yaml:"prometheusScrape"`
 }
 
 // customKinds decodes the kinds k8s.io/api lacks.
@@ -1307,20 +1290,6 @@ func checkGracePeriod(r *rendering) []error {
 	return errs
 }
 
-// knownPendingEnv are variables of keys another change adds to pkg/config
-// (serve.shutdown, proxy.shutdown): until then a load warns that they match
-// no key, and that warning alone is accepted.
-var knownPendingEnv = []string{"TALOS_SERVE_SHUTDOWN_DRAIN_DELAY", "TALOS_SERVE_SHUTDOWN_TIMEOUT",
-	"TALOS_PROXY_SHUTDOWN_DRAIN_DELAY", "TALOS_PROXY_SHUTDOWN_TIMEOUT"}
-
-func unexpectedWarnings(ws []string) []string {
-	return slices.DeleteFunc(slices.Clone(ws), func(w string) bool {
-		return slices.ContainsFunc(knownPendingEnv, func(name string) bool {
-			return w == fmt.Sprintf("environment variable %s matches no config key; ignored", name)
-		})
-	})
-}
-
 // configMapFile writes the key of a rendered ConfigMap to a temp file.
 func configMapFile(r *rendering, dir, name, key string) (string, error) {
 	for _, cm := range find[*corev1.ConfigMap](r) {
@@ -1419,7 +1388,7 @@ func checkConfigsLoad(r *rendering) []error {
 				errs = append(errs, fmt.Errorf("%s %s: %w", p.owner, c.Name, err))
 				continue
 			}
-			if w := unexpectedWarnings(cfg.Warnings); len(w) != 0 {
+			if w := cfg.Warnings; len(w) != 0 {
 				errs = append(errs, fmt.Errorf("%s %s: warnings %q", p.owner, c.Name, w))
 			}
 			loaded++
@@ -1436,45 +1405,53 @@ func loopbackFree(cfg config.Config) bool {
 	return p.ExtAuthz.Host == "0.0.0.0" && p.HTTP.Host == "0.0.0.0" && p.Metrics.Host == "0.0.0.0"
 }
 
-// injectorConfigOf decodes the injector's config file strictly.
-func injectorConfigOf(r *rendering) (*injectorConfig, error) {
+// injectorConfigOf parses the injector's config file as talos inject serve
+// does (strictly).
+func injectorConfigOf(r *rendering) (inject.Config, error) {
 	for _, cm := range find[*corev1.ConfigMap](r) {
 		if data, ok := cm.Data["injector.yaml"]; ok {
-			var ic injectorConfig
-			if err := decodeStrict([]byte(data), &ic); err != nil {
-				return nil, fmt.Errorf("ConfigMap %s injector.yaml: %w", cm.Name, err)
+			c, err := inject.ParseConfig([]byte(data))
+			if err != nil {
+				return inject.Config{}, fmt.Errorf("ConfigMap %s injector.yaml: %w", cm.Name, err)
 			}
-			return &ic, nil
+			return c, nil
 		}
 	}
-	return nil, errors.New("no injector.yaml")
+	return inject.Config{}, errors.New("no injector.yaml")
 }
 
-// loadInjected loads the config an injected sidecar gets: the injector sets
-// the upstream, the tenant and the token, and adds its env list.
+// loadInjected loads the config an injected sidecar gets: the rendered
+// injector config, through the real injector, on a plain pod; the sidecar's
+// env (secrets resolved from the rendering) loaded as talos proxy would.
 func loadInjected(r *rendering) (config.Config, error) {
 	ic, err := injectorConfigOf(r)
 	if err != nil {
 		return config.Config{}, err
 	}
-	token, err := resolveEnv(r, corev1.EnvVar{Name: "TALOS_PROXY_UPSTREAM_TOKEN", ValueFrom: &corev1.EnvVarSource{
-		SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: ic.TokenSecret.Name}, Key: ic.TokenSecret.Key}}})
+	if ic.ConfigMap != "" {
+		return config.Config{}, fmt.Errorf("injector configMap %q: lives in the pods' namespaces, not rendered here", ic.ConfigMap)
+	}
+	in, err := inject.New(ic, "test")
 	if err != nil {
 		return config.Config{}, err
 	}
-	env := []string{"TALOS_PROXY_UPSTREAM=" + ic.Upstream, "TALOS_PROXY_UPSTREAM_TOKEN=" + token}
-	if ic.Tenant != "" {
-		env = append(env, "TALOS_PROXY_TENANT="+ic.Tenant)
+	pod := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: "apps"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+	outcome, m, reason, err := in.Plan(pod.ObjectMeta, pod.Spec)
+	if err != nil || outcome != inject.Injected {
+		return config.Config{}, fmt.Errorf("a plain pod is not injected (%s): %v", reason, err)
 	}
-	for _, raw := range ic.Env {
-		data, err := yaml.Marshal(raw)
-		if err != nil {
-			return config.Config{}, err
-		}
-		var e corev1.EnvVar
-		if err := decodeEnvVar(data, &e); err != nil {
-			return config.Config{}, fmt.Errorf("injector env: %w", err)
-		}
+	m.Apply(&pod.ObjectMeta, &pod.Spec)
+	i := slices.IndexFunc(append(pod.Spec.InitContainers, pod.Spec.Containers...), func(c corev1.Container) bool { return c.Name == "talos-proxy" })
+	if i < 0 {
+		return config.Config{}, errors.New("injected pod has no talos-proxy container")
+	}
+	c := append(pod.Spec.InitContainers, pod.Spec.Containers...)[i]
+	if !slices.Equal(c.Args, []string{"proxy"}) {
+		return config.Config{}, fmt.Errorf("injected sidecar args %q", c.Args)
+	}
+	var env []string
+	for _, e := range c.Env {
 		v, err := resolveEnv(r, e)
 		if err != nil {
 			return config.Config{}, err
@@ -1482,21 +1459,6 @@ func loadInjected(r *rendering) (config.Config, error) {
 		env = append(env, e.Name+"="+v)
 	}
 	return config.LoadProxy(nil, env)
-}
-
-// decodeEnvVar decodes one corev1.EnvVar strictly, through a Pod.
-func decodeEnvVar(data []byte, e *corev1.EnvVar) error {
-	var indented strings.Builder
-	for line := range strings.SplitSeq(strings.TrimRight(string(data), "\n"), "\n") {
-		indented.WriteString("        " + line + "\n")
-	}
-	doc := "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: x\n    env:\n    -\n" + indented.String()
-	obj, _, err := strictSerializer.Decode([]byte(doc), nil, nil)
-	if err != nil {
-		return err
-	}
-	*e = obj.(*corev1.Pod).Spec.Containers[0].Env[0]
-	return nil
 }
 
 func weight(o *object) string {
@@ -1577,7 +1539,7 @@ func checkWebhook(r *rendering) []error {
 	if err != nil {
 		return []error{err}
 	}
-	if ic.Image == "" || ic.Upstream == "" || ic.TokenSecret.Name == "" || ic.TokenSecret.Key == "" {
+	if ic.Image == "" || ic.Upstream == "" || ic.TokenSecret == nil || ic.TokenSecret.Name == "" || ic.TokenSecret.Key == "" {
 		errs = append(errs, fmt.Errorf("injector config lacks a required field: %+v", ic))
 	}
 	wantPolicy := admissionv1.Fail
