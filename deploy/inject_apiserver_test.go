@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -38,13 +37,7 @@ const injectedValues = "injected-redis-values.yaml"
 // decoded back), refusals shown to the client, and failurePolicy Fail
 // once the injector is gone. Opt-in like TestHelmServerDryRun.
 func TestInjectorAPIServer(t *testing.T) {
-	dir := os.Getenv("TALOS_TEST_KUBE_BIN")
-	if dir == "" {
-		t.Skip("TALOS_TEST_KUBE_BIN is not set: run `make envtest-bin` and set it to bin/envtest (or run `make helm-dryrun`)")
-	}
-	if testing.Short() {
-		t.Skip("starts etcd and kube-apiserver")
-	}
+	dir := kubeBinDir(t)
 	start := time.Now()
 	r, err := renderChart(loadChart(t), readValues(t, injectedValues))
 	if err != nil {
@@ -133,7 +126,8 @@ func TestInjectorAPIServer(t *testing.T) {
 
 	casesStart := time.Now()
 	// Injected, stored for real: the pod the API server keeps is the pod
-	// with the mutation the injector plans for it, nothing else changed.
+	// with the mutation the injector plans for it (plus the API server's
+	// defaults and its service-account token mount).
 	want := appPod("injected", nil, nil)
 	stored, err := pods(labelled).Create(ctx, want.DeepCopy(), metav1.CreateOptions{})
 	if err != nil {
