@@ -37,13 +37,14 @@ helm-test:
 	$(GO) test -count=1 -run 'Helm|Istio' ./deploy/
 
 # kube-apiserver and etcd built from the Go module proxy (tools/kube; about
-# 7 minutes on 2 cores the first time), and the chart's server-side dry run
-# against them. Opt-in: not part of make test.
+# 7 minutes on 2 cores the first time), the chart's server-side dry run
+# against them, and the API server calling the injector through the chart's
+# webhook. Opt-in: not part of make test.
 envtest-bin:
 	cd tools/kube && $(GO) build -o ../../bin/envtest/ k8s.io/kubernetes/cmd/kube-apiserver ./etcd
 
 helm-dryrun: envtest-bin
-	TALOS_TEST_KUBE_BIN=$(abspath bin/envtest) $(GO) test -count=1 -run TestHelmServerDryRun -v ./deploy/
+	TALOS_TEST_KUBE_BIN=$(abspath bin/envtest) $(GO) test -count=1 -run 'TestHelmServerDryRun|TestInjectorAPIServer' -v ./deploy/
 
 # Regenerates the committed protobuf/gRPC/gateway code, byte for byte. Needs
 # protoc and the well-known types (Debian: protobuf-compiler, installed here

@@ -37,14 +37,7 @@ import (
 // built from the Go module proxy by `make envtest-bin` (tools/kube, about 7
 // minutes the first time) and found through TALOS_TEST_KUBE_BIN.
 func TestHelmServerDryRun(t *testing.T) {
-	dir := os.Getenv("TALOS_TEST_KUBE_BIN")
-	if dir == "" {
-		t.Skip("TALOS_TEST_KUBE_BIN is not set: run `make envtest-bin` and set it to bin/envtest (or run `make helm-dryrun`)")
-	}
-	if testing.Short() {
-		t.Skip("starts etcd and kube-apiserver")
-	}
-	cfg := startAPIServer(t, dir)
+	cfg := startAPIServer(t, kubeBinDir(t))
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +100,20 @@ var (
 	nsGVR  = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
 	svcGVR = schema.GroupVersionResource{Version: "v1", Resource: "services"}
 )
+
+// kubeBinDir is the folder of the etcd and kube-apiserver binaries, from
+// TALOS_TEST_KUBE_BIN; without it (or with -short) the test is skipped.
+func kubeBinDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("TALOS_TEST_KUBE_BIN")
+	if dir == "" {
+		t.Skip("TALOS_TEST_KUBE_BIN is not set: run `make envtest-bin` and set it to bin/envtest (or run `make helm-dryrun`)")
+	}
+	if testing.Short() {
+		t.Skip("starts etcd and kube-apiserver")
+	}
+	return dir
+}
 
 // rsaKeyPEM is a service-account signing key for the API server.
 func rsaKeyPEM(t *testing.T) []byte {
