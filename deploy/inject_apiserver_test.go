@@ -306,16 +306,6 @@ func reviewedPod(log, name string) bool {
 	return false
 }
 
-// saTokenPath is where the ServiceAccount admission plugin mounts the pod's
-// API token into every container without a mount there. It runs again after
-// the webhook (reinvocation of the built-in plugins), so the sidecar gets
-// the token too.
-const saTokenPath = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-func withoutTokenMount(ms []corev1.VolumeMount) []corev1.VolumeMount {
-	return slices.DeleteFunc(slices.Clone(ms), func(m corev1.VolumeMount) bool { return m.MountPath == saTokenPath })
-}
-
 // appPod is a plain application pod.
 func appPod(name string, labels, annotations map[string]string) *corev1.Pod {
 	return &corev1.Pod{
@@ -373,7 +363,7 @@ func checkInjected(t *testing.T, in *inject.Injector, sent, got *corev1.Pod) {
 		{"readinessProbe", c.ReadinessProbe, w.ReadinessProbe},
 		{"livenessProbe", c.LivenessProbe, w.LivenessProbe},
 		{"securityContext", c.SecurityContext, w.SecurityContext},
-		{"volumeMounts", withoutTokenMount(c.VolumeMounts), w.VolumeMounts},
+		{"volumeMounts", c.VolumeMounts, w.VolumeMounts},
 	} {
 		if !apiequality.Semantic.DeepEqual(f.got, f.want) {
 			t.Errorf("%s: stored sidecar %s %+v, the injector's %+v", got.Name, f.what, f.got, f.want)
@@ -392,12 +382,25 @@ func checkInjected(t *testing.T, in *inject.Injector, sent, got *corev1.Pod) {
 	if got.Annotations[inject.AnnotationStatus] != inject.StatusInjected {
 		t.Errorf("%s: no %s annotation", got.Name, inject.AnnotationStatus)
 	}
-	if m.Volume != nil && !slices.ContainsFunc(got.Spec.Volumes, func(v corev1.Volume) bool {
-		return v.Name == m.Volume.Name && v.ConfigMap != nil && v.ConfigMap.Name == m.Volume.ConfigMap.Name
-	}) {
-		t.Errorf("%s: volume %s missing: %+v", got.Name, m.Volume.Name, got.Spec.Volumes)
+	for _, want := range m.Volumes {
+		if !slices.ContainsFunc(got.Spec.Volumes, func(v corev1.Volume) bool {
+			return v.Name == want.Name && apiequality.Semantic.DeepEqual(v.VolumeSource, want.VolumeSource)
+		}) {
+			t.Errorf("%s: volume %s missing: %+v", got.Name, want.Name, got.Spec.Volumes)
+		}
 	}
+	// The ServiceAccount admission plugin runs again after the webhook and
+	// mounts the pod's API token into every container without a mount at
+	// its path: the app gets it, the sidecar (an empty volume there) not.
 	app := got.Spec.Containers[0]
+	if !slices.ContainsFunc(app.VolumeMounts, func(vm corev1.VolumeMount) bool { return vm.MountPath == inject.ServiceAccountTokenPath }) {
+		t.Errorf("%s: the app got no service-account token: the check of the sidecar's would prove nothing", got.Name)
+	}
+	for _, vm := range c.VolumeMounts {
+		if vm.MountPath == inject.ServiceAccountTokenPath && vm.Name != inject.NoTokenVolumeName {
+			t.Errorf("%s: the sidecar holds the pod's API token (volume %s)", got.Name, vm.Name)
+		}
+	}
 	if app.Name != "app" || app.Image != sent.Spec.Containers[0].Image || !apiequality.Semantic.DeepEqual(app.Ports, sent.Spec.Containers[0].Ports) {
 		t.Errorf("%s: the application container changed: %+v", got.Name, app)
 	}

@@ -21,6 +21,13 @@ const (
 	ContainerName = "talos-proxy"
 	// VolumeName is the ConfigMap volume injected with Config.ConfigMap.
 	VolumeName = "talos-proxy-config"
+	// NoTokenVolumeName is the empty volume mounted over the service-account
+	// token path of the sidecar: the ServiceAccount admission plugin skips
+	// a container that has a mount there, so the sidecar, which calls no
+	// Kubernetes API, never holds the pod's API token.
+	NoTokenVolumeName = "talos-proxy-no-sa-token"
+	// ServiceAccountTokenPath is where Kubernetes mounts a pod's API token.
+	ServiceAccountTokenPath = "/var/run/secrets/kubernetes.io/serviceaccount"
 	// ConfigMountPath is where that volume is mounted.
 	ConfigMountPath = "/etc/talos-proxy"
 	// ConfigKey is the ConfigMap key passed to the sidecar as --config.
@@ -114,7 +121,9 @@ type Mutation struct {
 	// Native puts Container among the init containers (restartPolicy
 	// Always), else among the containers.
 	Native bool
-	Volume *corev1.Volume
+	// Volumes are added to the pod: the empty one over the token path and,
+	// with a ConfigMap, the sidecar's config.
+	Volumes []corev1.Volume
 }
 
 // Plan decides for a pod (or a pod template) given its metadata and spec.
@@ -160,14 +169,18 @@ func (in *Injector) Plan(meta metav1.ObjectMeta, spec corev1.PodSpec) (Outcome, 
 		m.Annotations["prometheus.io/port"] = strconv.Itoa(PortMetrics)
 		m.Annotations["prometheus.io/path"] = "/metrics"
 	}
+	m.Volumes = []corev1.Volume{{Name: NoTokenVolumeName, VolumeSource: corev1.VolumeSource{
+		EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: new(resource.MustParse("1Ki"))}}}}
 	if in.cfg.ConfigMap != "" {
-		if slices.ContainsFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == VolumeName }) {
-			return 0, nil, "", denied("the pod already has a volume named %s", VolumeName)
-		}
-		m.Volume = &corev1.Volume{Name: VolumeName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		m.Volumes = append(m.Volumes, corev1.Volume{Name: VolumeName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: in.cfg.ConfigMap},
 			Items:                []corev1.KeyToPath{{Key: ConfigKey, Path: ConfigKey}},
-		}}}
+		}}})
+	}
+	for _, v := range m.Volumes {
+		if slices.ContainsFunc(spec.Volumes, func(pv corev1.Volume) bool { return pv.Name == v.Name }) {
+			return 0, nil, "", denied("the pod already has a volume named %s", v.Name)
+		}
 	}
 	return Injected, m, "", nil
 }
@@ -307,9 +320,10 @@ func (in *Injector) container(tenant string, res corev1.ResourceRequirements) co
 	for _, e := range in.cfg.Env {
 		c.Env = append(c.Env, *e.DeepCopy())
 	}
+	c.VolumeMounts = []corev1.VolumeMount{{Name: NoTokenVolumeName, MountPath: ServiceAccountTokenPath, ReadOnly: true}}
 	if in.cfg.ConfigMap != "" {
 		c.Args = append(c.Args, "--config", ConfigMountPath+"/"+ConfigKey)
-		c.VolumeMounts = []corev1.VolumeMount{{Name: VolumeName, MountPath: ConfigMountPath, ReadOnly: true}}
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: VolumeName, MountPath: ConfigMountPath, ReadOnly: true})
 	}
 	if *in.cfg.NativeSidecar {
 		// The kubelet starts the pod's next containers once this probe
@@ -342,8 +356,8 @@ func (m *Mutation) Apply(meta *metav1.ObjectMeta, spec *corev1.PodSpec) {
 	for k, v := range m.Annotations {
 		meta.Annotations[k] = v
 	}
-	if m.Volume != nil {
-		spec.Volumes = append(spec.Volumes, *m.Volume.DeepCopy())
+	for _, v := range m.Volumes {
+		spec.Volumes = append(spec.Volumes, *v.DeepCopy())
 	}
 	c := *m.Container.DeepCopy()
 	if m.Native {

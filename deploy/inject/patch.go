@@ -37,8 +37,8 @@ func (m *Mutation) Patch(meta metav1.ObjectMeta, spec corev1.PodSpec) []PatchOp 
 			ops = append(ops, PatchOp{Op: "add", Path: "/metadata/annotations/" + pointerEscaper.Replace(k), Value: m.Annotations[k]})
 		}
 	}
-	if m.Volume != nil {
-		ops = append(ops, addToList("/spec/volumes", spec.Volumes == nil, *m.Volume))
+	for i, v := range m.Volumes {
+		ops = append(ops, addToList("/spec/volumes", spec.Volumes == nil && i == 0, v))
 	}
 	if m.Native {
 		ops = append(ops, addToList("/spec/initContainers", spec.InitContainers == nil, m.Container))

@@ -43,6 +43,7 @@ var want = map[string]struct {
 	"regular/regular-container":    {allowed: true, patched: true},
 	"regular/regular-with-volumes": {allowed: true, patched: true},
 	"regular/volume-clash":         {message: "volume named talos-proxy-config"},
+	"native/token-volume-clash":    {message: "volume named talos-proxy-no-sa-token"},
 }
 
 // TestHandler_Golden posts every testdata/{native,regular}/*.in.json
