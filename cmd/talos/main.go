@@ -48,6 +48,6 @@ func main() {
 		if !errors.As(err, &ue) {
 			fmt.Fprintln(os.Stderr, "Error:", err)
 		}
-		os.Exit(1)
+		os.Exit(exitCodeOf(err))
 	}
 }
