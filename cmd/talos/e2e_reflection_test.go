@@ -66,6 +66,17 @@ func reflectServices(t *testing.T, addr string, resolve ...string) ([]string, er
 	return names, nil
 }
 
+// withProxyEnv is the environment of `serve --with-proxy` on loopback and
+// free ports, plus extra.
+func withProxyEnv(t *testing.T, extra ...string) []string {
+	t.Helper()
+	return append(append(serverEnv(t.TempDir(), "0"),
+		"TALOS_PROXY_EXTAUTHZ_HOST=127.0.0.1", "TALOS_PROXY_EXTAUTHZ_PORT=0",
+		"TALOS_PROXY_HTTP_HOST=127.0.0.1", "TALOS_PROXY_HTTP_PORT=0",
+		"TALOS_PROXY_METRICS_HOST=127.0.0.1", "TALOS_PROXY_METRICS_PORT=0",
+	), extra...)
+}
+
 // TestE2E_GRPCReflectionAndHealth: `serve --with-proxy` on loopback serves
 // reflection on the control plane's gRPC port and the sidecar's ext_authz
 // port (so grpcurl works without protos), the health service answers
@@ -75,13 +86,8 @@ func TestE2E_GRPCReflectionAndHealth(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	env := append(serverEnv(t.TempDir(), "0"),
-		"TALOS_PROXY_EXTAUTHZ_HOST=127.0.0.1", "TALOS_PROXY_EXTAUTHZ_PORT=0",
-		"TALOS_PROXY_HTTP_HOST=127.0.0.1", "TALOS_PROXY_HTTP_PORT=0",
-		"TALOS_PROXY_METRICS_HOST=127.0.0.1", "TALOS_PROXY_METRICS_PORT=0",
-		"TALOS_SERVE_SHUTDOWN_DRAIN_DELAY=3s", "TALOS_PROXY_SHUTDOWN_DRAIN_DELAY=3s",
-	)
-	srv, proc := launchServerProcess(t, []string{"serve", "--with-proxy"}, env)
+	srv, proc := launchServerProcess(t, []string{"serve", "--with-proxy"}, withProxyEnv(t,
+		"TALOS_SERVE_SHUTDOWN_DRAIN_DELAY=3s", "TALOS_PROXY_SHUTDOWN_DRAIN_DELAY=3s"))
 	extauthz := srv.log.waitAddr(t, "ext_authz server started")
 
 	ports := []struct {
@@ -134,13 +140,8 @@ func TestE2E_GRPCReflectionOff(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	env := append(serverEnv(t.TempDir(), "0"),
-		"TALOS_PROXY_EXTAUTHZ_HOST=127.0.0.1", "TALOS_PROXY_EXTAUTHZ_PORT=0",
-		"TALOS_PROXY_HTTP_HOST=127.0.0.1", "TALOS_PROXY_HTTP_PORT=0",
-		"TALOS_PROXY_METRICS_HOST=127.0.0.1", "TALOS_PROXY_METRICS_PORT=0",
-		"TALOS_SERVE_GRPC_REFLECTION=false", "TALOS_PROXY_EXTAUTHZ_REFLECTION=false",
-	)
-	srv, _ := launchServer(t, []string{"serve", "--with-proxy"}, env)
+	srv, _ := launchServer(t, []string{"serve", "--with-proxy"}, withProxyEnv(t,
+		"TALOS_SERVE_GRPC_REFLECTION=false", "TALOS_PROXY_EXTAUTHZ_REFLECTION=false"))
 	for _, addr := range []string{srv.grpc, srv.log.waitAddr(t, "ext_authz server started")} {
 		if _, err := reflectServices(t, addr); status.Code(err) != codes.Unimplemented {
 			t.Errorf("%s: reflection with reflection off: %v, want Unimplemented", addr, err)
