@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/talos-project/talos/controlplane/grpcapi"
@@ -58,6 +57,10 @@ type Config struct {
 	// GetConfigForClient (pkg/tlsconf's reloading configurations) and ask
 	// for client certificates.
 	HTTPTLS, GRPCTLS, MetricsTLS *tls.Config
+	// GRPCReflection serves gRPC server reflection on the gRPC listener
+	// (serve.grpc.reflection); the health service answers for each service
+	// name either way.
+	GRPCReflection bool
 }
 
 // Deps are the collaborators of a Server.
@@ -171,8 +174,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		reg(s.grpcSrv)
 	}
 	s.runners = deps.Runners
-	s.health = health.NewServer()
-	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
+	s.health = serve.RegisterHealth(s.grpcSrv, cfg.GRPCReflection)
 	if missing := grpcapi.Unlisted(s.grpcSrv.GetServiceInfo()); len(missing) > 0 {
 		closeAll()
 		slices.Sort(missing)

@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/talos-project/talos/extauthz"
 	"github.com/talos-project/talos/pkg/serve"
@@ -54,6 +53,10 @@ type Config struct {
 	// GetConfigForClient (pkg/tlsconf's reloading configurations) and ask
 	// for client certificates.
 	ExtAuthzTLS, HTTPTLS, MetricsTLS *tls.Config
+	// ExtAuthzReflection serves gRPC server reflection on the ext_authz
+	// listener (proxy.extauthz.reflection); the health service answers
+	// for each service name either way.
+	ExtAuthzReflection bool
 }
 
 // Runner is a background task of the sidecar (the pipeline's key refresh,
@@ -150,8 +153,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		grpc.WaitForHandlers(true),
 	)...)
 	deps.ExtAuthz.Register(s.grpcSrv)
-	s.health = health.NewServer()
-	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
+	s.health = serve.RegisterHealth(s.grpcSrv, cfg.ExtAuthzReflection)
 
 	authz := deps.ExtAuthz.HTTPHandler()
 	hmux := http.NewServeMux()

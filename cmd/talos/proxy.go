@@ -220,9 +220,10 @@ func buildProxyWith(ctx context.Context, pc config.Proxy, log *slog.Logger, tr p
 	srv, err := sidecar.New(ctx, sidecar.Config{
 		ExtAuthzAddr: pc.ExtAuthz.Addr(), HTTPAddr: pc.HTTP.Addr(), MetricsAddr: pc.Metrics.Addr(),
 		ExtAuthzTLS: tr.ExtAuthz, HTTPTLS: tr.HTTP, MetricsTLS: tr.Metrics,
-		Limits:          listenlimits.Limits{MaxConnections: pc.Limits.MaxConnections, MaxConcurrentStreams: uint32(pc.Limits.MaxConcurrentStreams), MaxRecvMsgSize: pc.Limits.MaxMessageBytes},
-		Shutdown:        listenlimits.Shutdown{DrainDelay: pc.Shutdown.DrainDelay.D(), Timeout: pc.Shutdown.Timeout.D(), Hurry: tr.hurry},
-		WaitForUpstream: pc.Readiness.WaitForUpstream,
+		ExtAuthzReflection: pc.ExtAuthz.ReflectionOn(),
+		Limits:             listenlimits.Limits{MaxConnections: pc.Limits.MaxConnections, MaxConcurrentStreams: uint32(pc.Limits.MaxConcurrentStreams), MaxRecvMsgSize: pc.Limits.MaxMessageBytes},
+		Shutdown:           listenlimits.Shutdown{DrainDelay: pc.Shutdown.DrainDelay.D(), Timeout: pc.Shutdown.Timeout.D(), Hurry: tr.hurry},
+		WaitForUpstream:    pc.Readiness.WaitForUpstream,
 	}, sidecar.Deps{ExtAuthz: az, Upstream: up, Stream: streamState(stream), Runners: runners, Logger: log, Registry: registry})
 	if err != nil {
 		return fail(err)

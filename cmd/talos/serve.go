@@ -292,7 +292,9 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		HTTPTLS:     httpTLS,
 		GRPCTLS:     grpcTLS,
 		MetricsTLS:  metricsTLS,
-		Shutdown:    listenlimits.Shutdown{DrainDelay: st.Shutdown.DrainDelay.D(), Timeout: st.Shutdown.Timeout.D(), Hurry: e.hurry},
+		// Reflection lists services, so by default only on loopback.
+		GRPCReflection: cfg.Serve.GRPC.ReflectionOn(),
+		Shutdown:       listenlimits.Shutdown{DrainDelay: st.Shutdown.DrainDelay.D(), Timeout: st.Shutdown.Timeout.D(), Hurry: e.hurry},
 		HTTP: httpapi.Options{
 			Mode:                 mode,
 			MaxBodyBytes:         cfg.Serve.HTTP.MaxBodyBytes,

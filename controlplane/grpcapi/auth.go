@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionalphapb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
@@ -130,10 +132,13 @@ var methods = map[string]method{
 	discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResources_FullMethodName:  sidecar,
 	discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResources_FullMethodName: sidecar,
 
-	// Health probes carry no credential. There is no reflection service.
-	healthpb.Health_Check_FullMethodName: publicCall,
-	healthpb.Health_Watch_FullMethodName: publicCall,
-	healthpb.Health_List_FullMethodName:  publicCall,
+	// Health probes carry no credential. Reflection (serve.grpc.reflection)
+	// tells the schema, which is public like the protos.
+	healthpb.Health_Check_FullMethodName:                                   publicCall,
+	healthpb.Health_Watch_FullMethodName:                                   publicCall,
+	healthpb.Health_List_FullMethodName:                                    publicCall,
+	reflectionpb.ServerReflection_ServerReflectionInfo_FullMethodName:      publicCall,
+	reflectionalphapb.ServerReflection_ServerReflectionInfo_FullMethodName: publicCall,
 }
 
 // SurfaceOf returns the surface of an RPC full method name

@@ -86,7 +86,7 @@ func TestAuthCheck_Tokens(t *testing.T) {
 			}
 		}
 	}
-	for _, m := range []string{"/talos.v2alpha1.ApiKeys/AdminNew", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "", "talos.v2alpha1.ApiKeys/AdminIssueApiKey"} {
+	for _, m := range []string{"/talos.v2alpha1.ApiKeys/AdminNew", "/grpc.channelz.v1.Channelz/GetTopChannels", "", "talos.v2alpha1.ApiKeys/AdminIssueApiKey"} {
 		for name, a := range configs {
 			if got := status.Code(a.Check(m, bearer("admin-token"))); got != codes.Unimplemented {
 				t.Errorf("unknown method %q, config %s: %v, want Unimplemented", m, name, got)
@@ -131,11 +131,13 @@ var wantRoles = map[string][]credential.Role{
 	"/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources": {credential.RoleAdmin, credential.RoleSidecar},
 
 	// Public: every role, and no credential at all.
-	pb.SelfService_RevokeApiKey_FullMethodName: credential.Roles,
-	pb.DerivedKeys_GetJwks_FullMethodName:      credential.Roles,
-	"/grpc.health.v1.Health/Check":             credential.Roles,
-	"/grpc.health.v1.Health/Watch":             credential.Roles,
-	"/grpc.health.v1.Health/List":              credential.Roles,
+	pb.SelfService_RevokeApiKey_FullMethodName:                       credential.Roles,
+	pb.DerivedKeys_GetJwks_FullMethodName:                            credential.Roles,
+	"/grpc.health.v1.Health/Check":                                   credential.Roles,
+	"/grpc.health.v1.Health/Watch":                                   credential.Roles,
+	"/grpc.health.v1.Health/List":                                    credential.Roles,
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      credential.Roles,
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": credential.Roles,
 }
 
 // TestRoleMethodTable: every role × every method of the table, through

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/talos-project/talos/controlplane/store"
+	"github.com/talos-project/talos/pkg/apikey"
 	"github.com/talos-project/talos/pkg/credential"
 	"github.com/talos-project/talos/pkg/token"
 )
@@ -197,7 +198,38 @@ func (s *Service) seal(sk token.SigningKey, gen int64) (store.SigningKey, error)
 
 // unseal opens a stored key with the subkey of any active HMAC secret.
 func (s *Service) unseal(r store.SigningKey, now time.Time) (token.SigningKey, error) {
-	for _, key := range s.secrets.DeriveAll(sealLabel, now) {
+	return unseal(s.secrets, r, now)
+}
+
+// CheckSigningKeys opens every stored signing key of the default tenant that
+// is still in use at now (the ones Service would load) with secrets, and
+// returns how many it opened. A key no active secret opens is an error that
+// wraps ErrSecretMismatch: the database was written under another HMAC
+// secret. `talos restore` runs it on a backup before installing it.
+func CheckSigningKeys(ctx context.Context, st store.Store, secrets *apikey.SecretSet, now time.Time) (int, error) {
+	recs, err := st.ListSigningKeys(ctx, credential.DefaultTenant)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range recs {
+		if !r.NotAfter.IsZero() && !now.Before(r.NotAfter) {
+			continue
+		}
+		if _, err := unseal(secrets, r, now); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// ErrSecretMismatch is the error of a sealed signing key that none of the
+// configured HMAC secrets opens.
+var ErrSecretMismatch = errors.New("cannot be opened with any configured HMAC secret")
+
+func unseal(secrets *apikey.SecretSet, r store.SigningKey, now time.Time) (token.SigningKey, error) {
+	for _, key := range secrets.DeriveAll(sealLabel, now) {
 		aead, err := chacha20poly1305.NewX(key)
 		if err != nil {
 			return token.SigningKey{}, err
@@ -219,5 +251,5 @@ func (s *Service) unseal(r store.SigningKey, now time.Time) (token.SigningKey, e
 		}
 		return token.SigningKey{ID: r.ID, Algorithm: r.Algorithm, Key: signer, NotAfter: r.NotAfter}, nil
 	}
-	return token.SigningKey{}, fmt.Errorf("signing key %s: cannot be opened with any configured HMAC secret", r.ID)
+	return token.SigningKey{}, fmt.Errorf("signing key %s: %w", r.ID, ErrSecretMismatch)
 }

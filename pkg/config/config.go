@@ -120,6 +120,27 @@ type GRPC struct {
 	Host string `koanf:"host"`
 	Port int    `koanf:"port"`
 	TLS  TLS    `koanf:"tls"`
+	// Reflection is serve.grpc.reflection (Talos addition): serve gRPC
+	// server reflection. Nil means on when Host is a loopback address.
+	Reflection *bool `koanf:"reflection"`
+}
+
+// ReflectionOn reports whether the listener serves gRPC reflection.
+func (g GRPC) ReflectionOn() bool { return reflectionOn(g.Reflection, g.Host) }
+
+// reflectionOn is setting when set, else whether host is loopback
+// ("localhost", 127.0.0.0/8, ::1): reflection lists every service and
+// message of the listener, which is public (the protos are), but worth
+// asking for before it is offered to a network.
+func reflectionOn(setting *bool, host string) bool {
+	if setting != nil {
+		return *setting
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // Addr returns host:port for net.Listen.

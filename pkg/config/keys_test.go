@@ -19,7 +19,8 @@ import (
 func configKeys(t *testing.T) []string {
 	t.Helper()
 	c := config.Defaults()
-	c.DB.AutoMigrate = new(bool) // nil pointers are left out of MarshalJSON
+	// Nil pointers are left out of MarshalJSON.
+	c.DB.AutoMigrate, c.Serve.GRPC.Reflection, c.Proxy.ExtAuthz.Reflection = new(bool), new(bool), new(bool)
 	b, err := json.Marshal(c)
 	if err != nil {
 		t.Fatal(err)

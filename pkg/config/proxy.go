@@ -90,7 +90,14 @@ type ProxyListener struct {
 	Host string `koanf:"host"`
 	Port int    `koanf:"port"`
 	TLS  TLS    `koanf:"tls"`
+	// Reflection is proxy.extauthz.reflection (the schema allows it on that
+	// listener only): serve gRPC server reflection. Nil means on when Host
+	// is a loopback address.
+	Reflection *bool `koanf:"reflection"`
 }
+
+// ReflectionOn reports whether the (gRPC) listener serves reflection.
+func (l ProxyListener) ReflectionOn() bool { return reflectionOn(l.Reflection, l.Host) }
 
 // Addr returns host:port for net.Listen.
 func (l ProxyListener) Addr() string { return net.JoinHostPort(l.Host, strconv.Itoa(l.Port)) }

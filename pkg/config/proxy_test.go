@@ -707,3 +707,26 @@ func TestConfig_MarshalJSON_Proxy(t *testing.T) {
 		t.Errorf("round trip mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// TestReflectionOn: reflection defaults on for loopback listeners only, and
+// an explicit setting wins.
+func TestReflectionOn(t *testing.T) {
+	t.Parallel()
+	on, off := true, false
+	for _, c := range []struct {
+		host    string
+		setting *bool
+		want    bool
+	}{
+		{"127.0.0.1", nil, true}, {"::1", nil, true}, {"localhost", nil, true}, {"127.9.9.9", nil, true},
+		{"0.0.0.0", nil, false}, {"", nil, false}, {"::", nil, false}, {"10.0.0.1", nil, false}, {"talos.internal", nil, false},
+		{"0.0.0.0", &on, true}, {"127.0.0.1", &off, false},
+	} {
+		if got := (config.GRPC{Host: c.host, Reflection: c.setting}).ReflectionOn(); got != c.want {
+			t.Errorf("serve.grpc host %q setting %v: %v, want %v", c.host, c.setting, got, c.want)
+		}
+		if got := (config.ProxyListener{Host: c.host, Reflection: c.setting}).ReflectionOn(); got != c.want {
+			t.Errorf("proxy.extauthz host %q setting %v: %v, want %v", c.host, c.setting, got, c.want)
+		}
+	}
+}

@@ -19,8 +19,14 @@ const benchKeys = 100_000
 // IDs, inserted 10,000 to a transaction.
 func newBenchStore(b *testing.B) (store.Store, []credential.KeyID) {
 	b.Helper()
+	return newBenchStoreAt(b, filepath.Join(b.TempDir(), "bench.db"))
+}
+
+// newBenchStoreAt is newBenchStore on the database file path.
+func newBenchStoreAt(b *testing.B, path string) (store.Store, []credential.KeyID) {
+	b.Helper()
 	ctx := b.Context()
-	s, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{AutoMigrate: true})
+	s, err := sqlite.Open(ctx, path, sqlite.Options{AutoMigrate: true})
 	if err != nil {
 		b.Fatalf("Open: %v", err)
 	}
