@@ -38,6 +38,7 @@ print the verdict. The exit status is 0 only if the credential is valid. Give
 			if err != nil {
 				return err
 			}
+			c.noCache = o.noCache
 			req := &pb.VerifyApiKeyRequest{Credential: creds[0], ExpectedAudiences: audiences}
 			var resp pb.VerifyApiKeyResponse
 			if err := c.call(cmd.Context(), http.MethodPost, pathVerify, nil, req, &resp); err != nil {
@@ -47,12 +48,13 @@ print the verdict. The exit status is 0 only if the credential is valid. Give
 				return err
 			}
 			if !resp.GetIsValid() {
-				return fmt.Errorf("talos: the credential is %w (%s)", errNotValid, resp.GetErrorCode())
+				return withExit(exitNegative, fmt.Errorf("talos: the credential is %w (%s)", errNotValid, resp.GetErrorCode()))
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringSliceVar(&audiences, "audience", nil, "audiences accepted for audience-bound derived tokens (comma-separated)")
+	cmd.Flags().BoolVar(&o.noCache, "no-cache", false, "ask for a fresh lookup (sends Cache-Control: no-cache; see docs/cli.md)")
 	return cmd
 }
 
@@ -79,6 +81,7 @@ credentials are sent in several requests.`,
 			if err != nil {
 				return err
 			}
+			c.noCache = o.noCache
 			all := &pb.BatchVerifyApiKeysResponse{}
 			for start := 0; start < len(creds); start += batchVerifyChunk {
 				chunk := creds[start:min(start+batchVerifyChunk, len(creds))]
@@ -105,12 +108,13 @@ credentials are sent in several requests.`,
 				return err
 			}
 			if invalid > 0 {
-				return fmt.Errorf("talos: %d of %d credentials are %w", invalid, len(creds), errNotValid)
+				return withExit(exitNegative, fmt.Errorf("talos: %d of %d credentials are %w", invalid, len(creds), errNotValid))
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringSliceVar(&audiences, "audience", nil, "audiences accepted for audience-bound derived tokens (comma-separated)")
+	cmd.Flags().BoolVar(&o.noCache, "no-cache", false, "ask for a fresh lookup (sends Cache-Control: no-cache; see docs/cli.md)")
 	return cmd
 }
 
