@@ -157,6 +157,10 @@ func TestCLI_TransportErrorsExit3(t *testing.T) {
 			if !strings.Contains(err.Error(), "Set --endpoint or TALOS_ENDPOINT") {
 				t.Errorf("error %q has no hint at --endpoint", err)
 			}
+			_, _, code, err = runTalos(t, nil, "jwk", "get", "--endpoint", endpoint)
+			if code != exitServer || !strings.Contains(err.Error(), "Set --endpoint or TALOS_ENDPOINT") {
+				t.Errorf("jwk get: exit code %d (error %v), want %d with a hint", code, err, exitServer)
+			}
 		})
 	}
 }
@@ -319,7 +323,7 @@ func TestCLI_Version(t *testing.T) {
 		t.Errorf("version --format json = %+v, want %+v", got, want)
 	}
 	stdout, _, _, _ = runTalos(t, nil, "version")
-	for _, s := range []string{"talos v9.8.7", "commit:  0123456789abcdef", "built:   2026-12-04T21:00:00Z", "go:      " + runtime.Version()} {
+	for _, s := range []string{"talos v9.8.7", "commit:   0123456789abcdef", "built:    2026-12-04T21:00:00Z", "go:       " + runtime.Version()} {
 		if !strings.Contains(stdout, s) {
 			t.Errorf("version output %q lacks %q", stdout, s)
 		}

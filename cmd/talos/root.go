@@ -148,7 +148,7 @@ func newVersionCmd(e *env) *cobra.Command {
 				_, err = fmt.Fprintf(e.stdout, "%s\n", b)
 				return err
 			case "table", "text", "":
-				_, err := fmt.Fprintf(e.stdout, "talos %s\n  commit:  %s\n  built:   %s\n  go:      %s\n  platform: %s\n",
+				_, err := fmt.Fprintf(e.stdout, "talos %s\n  commit:   %s\n  built:    %s\n  go:       %s\n  platform: %s\n",
 					bi.Version, bi.Commit, bi.Date, bi.GoVersion, bi.Platform)
 				return err
 			}
