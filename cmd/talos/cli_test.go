@@ -50,6 +50,7 @@ func TestCLI_UsageExitCodes(t *testing.T) {
 		{[]string{"keys", "get"}, exitUsage, "accepts 1 arg(s)"},
 		{[]string{"keys", "issue", "ci"}, exitUsage, `required flag(s) "actor" not set`},
 		{[]string{"keys", "list", "--status", "sleepy"}, exitUsage, "invalid --status"},
+		{[]string{"keys", "issued", "get", "--imported", testImported}, exitUsage, `--imported is implied by "talos keys issued"`},
 		{[]string{"version", "extra"}, exitUsage, `unknown command "extra" for "talos version"`},
 		{[]string{"inject", "extra"}, exitUsage, `unknown command "extra" for "talos inject"`},
 		{[]string{"keys"}, exitOK, "Available Commands"},
@@ -201,6 +202,10 @@ func TestCLI_Formats(t *testing.T) {
 		res := f.runKeys(t, "list", "-o", "jsonpath={.issued_api_keys[*].key_id}")
 		if res.err != nil || res.stdout != testKeyID+" "+k2.KeyId+"\n" {
 			t.Errorf("%v: %q", res.err, res.stdout)
+		}
+		res = f.runKeys(t, "list", "-o", "jsonpath={.nothing}")
+		if code := exitCodeOf(res.err); code != exitUsage || !strings.Contains(res.err.Error(), "nothing is not found") {
+			t.Errorf("a path that matches nothing: exit %d, %v", code, res.err)
 		}
 		res = f.runKeys(t, "issue", "ci", "--actor", "a", "--format", "jsonpath=.secret")
 		if res.err != nil || res.stdout != testSecret+"\n" {

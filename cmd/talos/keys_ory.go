@@ -34,12 +34,21 @@ func markLocalErrors(c *cobra.Command) {
 // forKind fixes the hidden --imported flag of a command under `keys issued`
 // (false) or `keys imported` (true).
 func forKind(c *cobra.Command, imported bool) *cobra.Command {
-	if f := c.Flags().Lookup("imported"); f != nil {
-		if imported {
-			_ = f.Value.Set("true")
-			f.DefValue = "true"
+	f := c.Flags().Lookup("imported")
+	if f == nil {
+		return c
+	}
+	if imported {
+		_ = f.Value.Set("true")
+		f.DefValue = "true"
+	}
+	f.Hidden = true
+	inner := c.RunE
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if f.Changed {
+			return fmt.Errorf("--imported is implied by %q", cmd.Parent().CommandPath())
 		}
-		f.Hidden = true
+		return inner(cmd, args)
 	}
 	return c
 }
