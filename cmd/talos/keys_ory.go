@@ -118,18 +118,15 @@ rather than the command line.`,
 			if err != nil {
 				return fmt.Errorf("--claims: %w", err)
 			}
-			creds, err := credentialArgs(args, cmd.InOrStdin())
+			cred, err := oneCredential(args, cmd.InOrStdin())
 			if err != nil {
 				return err
-			}
-			if len(creds) != 1 {
-				return errors.New("want exactly one credential")
 			}
 			c, p, err := o.open(cmd, e)
 			if err != nil {
 				return err
 			}
-			req := &pb.DeriveTokenRequest{Credential: creds[0], Algorithm: alg, Ttl: ttl, Scopes: cleanScopes(scopes), CustomClaims: cc, Audiences: audiences}
+			req := &pb.DeriveTokenRequest{Credential: cred, Algorithm: alg, Ttl: ttl, Scopes: cleanScopes(scopes), CustomClaims: cc, Audiences: audiences}
 			var resp pb.DeriveTokenResponse
 			if err := c.call(cmd.Context(), http.MethodPost, pathDerive, nil, req, &resp); err != nil {
 				return err

@@ -27,19 +27,16 @@ print the verdict. The exit status is 0 only if the credential is valid. Give
 		Example: `  printf '%s\n' "$API_KEY" | talos keys verify -`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			creds, err := credentialArgs(args, cmd.InOrStdin())
+			cred, err := oneCredential(args, cmd.InOrStdin())
 			if err != nil {
 				return err
-			}
-			if len(creds) != 1 {
-				return errors.New("want exactly one credential")
 			}
 			c, p, err := o.open(cmd, e)
 			if err != nil {
 				return err
 			}
 			c.noCache = o.noCache
-			req := &pb.VerifyApiKeyRequest{Credential: creds[0], ExpectedAudiences: audiences}
+			req := &pb.VerifyApiKeyRequest{Credential: cred, ExpectedAudiences: audiences}
 			var resp pb.VerifyApiKeyResponse
 			if err := c.call(cmd.Context(), http.MethodPost, pathVerify, nil, req, &resp); err != nil {
 				return err
@@ -144,12 +141,9 @@ credential from stdin.`,
 			if err != nil {
 				return err
 			}
-			creds, err := credentialArgs(args, cmd.InOrStdin())
+			cred, err := oneCredential(args, cmd.InOrStdin())
 			if err != nil {
 				return err
-			}
-			if len(creds) != 1 {
-				return errors.New("want exactly one credential")
 			}
 			c, p, err := o.open(cmd, e)
 			if err != nil {
@@ -159,7 +153,7 @@ credential from stdin.`,
 			// public surface's business.
 			public := *c
 			public.token = ""
-			req := &pb.SelfRevokeApiKeyRequest{Credential: creds[0], Reason: r}
+			req := &pb.SelfRevokeApiKeyRequest{Credential: cred, Reason: r}
 			var resp pb.SelfRevokeApiKeyResponse
 			if err := public.call(cmd.Context(), http.MethodPost, pathSelfRevoke, nil, req, &resp); err != nil {
 				return err
