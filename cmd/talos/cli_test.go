@@ -370,6 +370,9 @@ func TestE2E_OryCLIForms(t *testing.T) {
 	}
 	talos(0, "keys", "issued", "update", id, "--name", "ci-2")
 	talos(0, "keys", "verify", "--no-cache", secret)
+	if got := talos(exitNegative, "keys", "batch-verify", "--no-cache", secret, "not-a-key", "-q"); got != id+"\n-\n" {
+		t.Errorf("batch-verify -q: %q", got)
+	}
 	tok := talos(0, "keys", "derive-token", secret, "--algorithm", "jwt", "--ttl", "5m", "-q")
 	if strings.Count(tok, ".") != 2 {
 		t.Errorf("derive-token -q printed %q, want a JWT", tok)
