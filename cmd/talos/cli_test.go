@@ -89,6 +89,8 @@ func TestCLI_ServerAnswerExitCodes(t *testing.T) {
 	f.answer(t, "GET", pathImported+"/"+testImported, http.StatusForbidden, envelope(403, "PERMISSION_DENIED"))
 	f.answer(t, "GET", pathIssued, http.StatusInternalServerError, envelope(500, "INTERNAL"))
 	f.answer(t, "GET", pathImported, http.StatusBadRequest, envelope(400, "INVALID_ARGUMENT"))
+	f.answer(t, "POST", pathSelfRevoke, http.StatusUnauthorized, `{"error":{"code":401,"message":"m","status":"UNAUTHENTICATED","details":[{"reason":"UNAUTHORIZED"}]}}`)
+	f.answer(t, "POST", pathDerive, http.StatusUnauthorized, `{"error":{"code":401,"message":"m","status":"UNAUTHENTICATED","details":[{"reason":"API_KEY_REVOKED"}]}}`)
 	f.answer(t, "POST", pathVerify, http.StatusOK, &pb.VerifyApiKeyResponse{ErrorCode: pb.VerificationErrorCode_VERIFICATION_ERROR_REVOKED})
 	for _, tc := range []struct {
 		name  string
@@ -104,6 +106,8 @@ func TestCLI_ServerAnswerExitCodes(t *testing.T) {
 		{"400", true, []string{"list", "--imported"}, exitUsage, "HTTP 400"},
 		{"404", true, []string{"revoke", testKeyID}, exitNegative, "HTTP 404"},
 		{"invalid key", true, []string{"verify", testSecret}, exitNegative, "not valid"},
+		{"self-revoke of a refused key", true, []string{"self-revoke", testSecret}, exitNegative, "HTTP 401"},
+		{"derive from a revoked key", true, []string{"derive-token", testSecret}, exitNegative, "API_KEY_REVOKED"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			environ := []string{envEndpoint + "=" + f.srv.URL}
@@ -386,6 +390,9 @@ func TestE2E_OryCLIForms(t *testing.T) {
 	talos(exitNegative, "keys", "verify", secret) // rotated without grace: revoked
 	talos(0, "keys", "issued", "revoke", newID, "--reason", "superseded", "--reason-text", "")
 	talos(exitNegative, "keys", "verify", newSecret)
+	// A revoked parent is 403 FORBIDDEN, which the CLI cannot tell from a
+	// refused admin token (docs/cli.md).
+	talos(exitAuth, "keys", "derive-token", newSecret)
 	talos(exitNegative, "keys", "issued", "get", "00000000-0000-4000-8000-000000000000")
 
 	// Imported keys.

@@ -33,7 +33,9 @@ type adminClient struct {
 	// noCache asks for a fresh lookup (Cache-Control: no-cache), as Ory's
 	// --no-cache does.
 	noCache bool
-	client  *http.Client
+	// public: the self-service surface, which takes no admin token.
+	public bool
+	client *http.Client
 }
 
 func newAdminClient(endpoint, token string, timeout time.Duration) (*adminClient, error) {
@@ -129,6 +131,13 @@ func (c *adminClient) endpointHint() string {
 // what to do where there is one.
 func (c *adminClient) markAPIError(e *apiError) error {
 	switch {
+	case e.Reason == "API_KEY_REVOKED" || e.Reason == "API_KEY_EXPIRED":
+		// The credential presented (to derive-token, self-revoke) is no
+		// longer good: a negative answer, not a refused admin token.
+		return withExit(exitNegative, e)
+	case c.public && (e.HTTP == http.StatusUnauthorized || e.HTTP == http.StatusForbidden):
+		// The public surface takes no token: the credential was refused.
+		return withExit(exitNegative, e)
 	case e.HTTP == http.StatusUnauthorized || e.Status == "UNAUTHENTICATED":
 		hint := "No admin token was sent: pass --token or set " + envAdminToken + "."
 		if c.token != "" {

@@ -153,6 +153,7 @@ credential from stdin.`,
 			// public surface's business.
 			public := *c
 			public.token = ""
+			public.public = true
 			req := &pb.SelfRevokeApiKeyRequest{Credential: cred, Reason: r}
 			var resp pb.SelfRevokeApiKeyResponse
 			if err := public.call(cmd.Context(), http.MethodPost, pathSelfRevoke, nil, req, &resp); err != nil {
