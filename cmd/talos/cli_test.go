@@ -337,6 +337,9 @@ func TestCLI_Version(t *testing.T) {
 			t.Errorf("version output %q lacks %q", stdout, s)
 		}
 	}
+	if stdout, _, code, _ := runTalos(t, nil, "--version"); code != 0 || stdout != "talos v9.8.7\n" {
+		t.Errorf("talos --version: %d %q", code, stdout)
+	}
 	// Without ldflags the fields still say something.
 	version, commit, date = "", "", ""
 	if bi := currentBuild(); bi.Version == "" || bi.Commit == "" || bi.Date == "" || bi.GoVersion == "" {

@@ -58,9 +58,11 @@ func runEnv(ctx context.Context, args []string, e *env) error {
 		Use:           "talos",
 		Short:         "Talos issues, verifies, rotates, imports and revokes API keys",
 		Long:          "Talos issues, verifies, rotates, imports and revokes API keys.\n\n" + exitCodesHelp,
+		Version:       buildVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("talos {{.Version}}\n")
 	root.SetArgs(args)
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
