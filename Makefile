@@ -10,8 +10,15 @@ PROTOC_INCLUDE ?= /usr/include
 
 all: build
 
+# talos version: the version, commit and build date (cmd/talos/root.go;
+# without them it falls back to the Go build info).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS ?= -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/talos
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/talos
 
 run: build
 	./scripts/run.sh

@@ -96,15 +96,19 @@ func newJWKCmd(e *env) *cobra.Command {
 			}
 			resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 			if err != nil {
-				return err
+				return withExit(exitServer, fmt.Errorf("talos: %w\nIs Talos running and reachable there? Set --endpoint or TALOS_ENDPOINT.", err))
 			}
 			defer resp.Body.Close()
 			body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 			if err != nil {
-				return err
+				return withExit(exitServer, err)
 			}
 			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("talos: GET jwks.json answered HTTP %d", resp.StatusCode)
+				code := exitNegative
+				if resp.StatusCode >= 500 {
+					code = exitServer
+				}
+				return withExit(code, fmt.Errorf("talos: GET jwks.json answered HTTP %d", resp.StatusCode))
 			}
 			_, err = fmt.Fprintln(e.stdout, strings.TrimSpace(string(body)))
 			return err

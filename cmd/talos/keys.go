@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
@@ -24,6 +25,7 @@ const (
 	pathVerify       = "/v2alpha1/admin/apiKeys:verify"
 	pathBatchVerify  = "/v2alpha1/admin/apiKeys:batchVerify"
 	pathSelfRevoke   = "/v2alpha1/apiKeys:selfRevoke"
+	pathDerive       = "/v2alpha1/admin/apiKeys:derive"
 	defaultEndpoint  = "http://localhost:4420"
 	envEndpoint      = "TALOS_ENDPOINT"
 	envAdminToken    = "TALOS_ADMIN_TOKEN"
@@ -35,6 +37,8 @@ const (
 type keysOptions struct {
 	endpoint string
 	format   string
+	quiet    bool
+	noCache  bool // verify, batch-verify: --no-cache
 	timeout  time.Duration
 	token    string
 }
@@ -42,15 +46,10 @@ type keysOptions struct {
 // open returns the client and printer a subcommand needs. Flags win over the
 // environment (TALOS_ENDPOINT, TALOS_ADMIN_TOKEN), which wins over defaults.
 func (o *keysOptions) open(cmd *cobra.Command, e *env) (*adminClient, keysPrinter, error) {
-	var p keysPrinter
-	switch o.format {
-	case "table", "":
-	case "json":
-		p.json = true
-	default:
-		return nil, p, fmt.Errorf("invalid --format %q: want table or json", o.format)
+	p, err := newKeysPrinter(o.format, o.quiet, e.stdout, e.stderr)
+	if err != nil {
+		return nil, p, withExit(exitUsage, err)
 	}
-	p.stdout, p.stderr = e.stdout, e.stderr
 	endpoint, token := o.endpoint, o.token
 	if !cmd.Flags().Changed("endpoint") {
 		if v := keysEnv(e.vars, envEndpoint); v != "" {
@@ -61,7 +60,7 @@ func (o *keysOptions) open(cmd *cobra.Command, e *env) (*adminClient, keysPrinte
 		token = keysEnv(e.vars, envAdminToken)
 	}
 	c, err := newAdminClient(endpoint, token, o.timeout)
-	return c, p, err
+	return c, p, withExit(exitUsage, err)
 }
 
 // keysEnv returns the last value of key in vars (KEY=VALUE pairs).
@@ -86,12 +85,16 @@ Issued keys are minted by Talos; imported keys are existing credentials
 (e.g. from another system) that Talos stores hashed. Commands act on issued
 keys unless --imported is given. Secrets are printed only by issue and
 rotate, once. Credentials may be given as "-" to read them from stdin, which
-keeps them out of shell history and process listings.`,
-		Args: cobra.NoArgs,
+keeps them out of shell history and process listings.
+
+Ory Talos's command forms work too: "keys issued list" is "keys list",
+"keys imported get ID" is "keys get --imported ID", "create" is issue or
+import.`,
 	}
 	f := cmd.PersistentFlags()
 	f.StringVarP(&o.endpoint, "endpoint", "e", defaultEndpoint, "base URL of the Talos API (env "+envEndpoint+")")
-	f.StringVar(&o.format, "format", "table", "output format: table or json")
+	f.StringVarP(&o.format, "format", "o", "table", "output format: table, json, json-pretty, yaml or jsonpath=EXPR")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "print only IDs (and a new secret or token), one per line")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout of each HTTP request")
 	f.StringVar(&o.token, "token", "", "bearer token for the admin API (env "+envAdminToken+", preferred: flags show in process listings)")
 	cmd.AddCommand(
@@ -107,7 +110,11 @@ keeps them out of shell history and process listings.`,
 		newKeysVerifyCmd(e, o),
 		newKeysBatchVerifyCmd(e, o),
 		newKeysSelfRevokeCmd(e, o),
+		newKeysDeriveTokenCmd(e, o),
+		newKeysIssuedCmd(e, o),
+		newKeysImportedCmd(e, o),
 	)
+	markLocalErrors(cmd)
 	return cmd
 }
 
@@ -215,7 +222,7 @@ func newKeysGetCmd(e *env, o *keysOptions) *cobra.Command {
 }
 
 func newKeysListCmd(e *env, o *keysOptions) *cobra.Command {
-	var imported bool
+	var imported, all bool
 	var actor, status, pageToken string
 	var pageSize int32
 	cmd := &cobra.Command{
@@ -249,17 +256,25 @@ func newKeysListCmd(e *env, o *keysOptions) *cobra.Command {
 			next := ""
 			if imported {
 				var resp pb.ListImportedApiKeysResponse
-				if err := c.call(cmd.Context(), http.MethodGet, pathImported, q, nil, &resp); err != nil {
+				next, err = listPages(cmd, c, pathImported, q, all, &resp, func(page *pb.ListImportedApiKeysResponse) string {
+					resp.ImportedApiKeys = append(resp.ImportedApiKeys, page.GetImportedApiKeys()...)
+					return page.GetNextPageToken()
+				})
+				if err != nil {
 					return err
 				}
-				next = resp.GetNextPageToken()
+				resp.NextPageToken = next
 				err = p.print(&resp, func(w io.Writer) { keyTable(w, resp.GetImportedApiKeys()...) })
 			} else {
 				var resp pb.ListIssuedApiKeysResponse
-				if err := c.call(cmd.Context(), http.MethodGet, pathIssued, q, nil, &resp); err != nil {
+				next, err = listPages(cmd, c, pathIssued, q, all, &resp, func(page *pb.ListIssuedApiKeysResponse) string {
+					resp.IssuedApiKeys = append(resp.IssuedApiKeys, page.GetIssuedApiKeys()...)
+					return page.GetNextPageToken()
+				})
+				if err != nil {
 					return err
 				}
-				next = resp.GetNextPageToken()
+				resp.NextPageToken = next
 				err = p.print(&resp, func(w io.Writer) { keyTable(w, resp.GetIssuedApiKeys()...) })
 			}
 			if err == nil && next != "" && !p.json {
@@ -274,7 +289,37 @@ func newKeysListCmd(e *env, o *keysOptions) *cobra.Command {
 	fl.StringVar(&status, "status", "", "only keys in this status: active, revoked or expired")
 	fl.Int32Var(&pageSize, "page-size", 0, "keys per page, at most 1000 (default: the server's, 50)")
 	fl.StringVar(&pageToken, "page-token", "", "next_page_token of the previous page")
+	fl.BoolVar(&all, "all", false, "follow next_page_token and list every page")
 	return cmd
+}
+
+// maxListPages bounds --all: 10,000 pages of up to 1000 keys.
+const maxListPages = 10000
+
+// listPages fetches the page at q into a fresh message and hands it to add,
+// which merges it into the result and returns its next_page_token; with all
+// it follows the tokens to the last page. It returns the token after the
+// last page fetched ("" at the end).
+func listPages[M any, PM interface {
+	*M
+	proto.Message
+}](cmd *cobra.Command, c *adminClient, path string, q url.Values, all bool, _ PM, add func(PM) string) (string, error) {
+	seen := map[string]bool{}
+	for n := 0; ; n++ {
+		page := PM(new(M))
+		if err := c.call(cmd.Context(), http.MethodGet, path, q, nil, page); err != nil {
+			return "", err
+		}
+		next := add(page)
+		if !all || next == "" {
+			return next, nil
+		}
+		if seen[next] || n+1 >= maxListPages {
+			return "", withExit(exitServer, errors.New("talos: the server's page tokens do not end (a token repeated or too many pages)"))
+		}
+		seen[next] = true
+		q.Set("page_token", next)
+	}
 }
 
 func newKeysUpdateCmd(e *env, o *keysOptions) *cobra.Command {

@@ -27,9 +27,14 @@ const maxResponseBytes = 64 << 20
 // adminClient calls the Talos HTTP/JSON API (admin and self-service surfaces)
 // with protojson bodies. It is safe for concurrent use.
 type adminClient struct {
-	base   string // endpoint without a trailing slash
-	token  string // optional bearer token
-	agent  string
+	base  string // endpoint without a trailing slash
+	token string // optional bearer token
+	agent string
+	// noCache asks for a fresh lookup (Cache-Control: no-cache), as Ory's
+	// --no-cache does.
+	noCache bool
+	// public: the self-service surface, which takes no admin token.
+	public bool
 	client *http.Client
 }
 
@@ -89,30 +94,66 @@ func (c *adminClient) call(ctx context.Context, method, path string, query url.V
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	if c.noCache {
+		req.Header.Set("Cache-Control", "no-cache")
+	}
 	resp, err := c.client.Do(req)
 	if err != nil {
 		// *url.Error names the method and URL only: paths carry key IDs,
 		// never credentials, which travel in bodies.
-		return fmt.Errorf("talos: %w", err)
+		return withExit(exitServer, fmt.Errorf("talos: %w\n%s", err, c.endpointHint()))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
 	if err != nil {
-		return fmt.Errorf("talos: read response: %w", err)
+		return withExit(exitServer, fmt.Errorf("talos: read response: %w", err))
 	}
 	if len(data) > maxResponseBytes {
-		return fmt.Errorf("talos: response larger than %d bytes", maxResponseBytes)
+		return withExit(exitServer, fmt.Errorf("talos: response larger than %d bytes", maxResponseBytes))
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return decodeAPIError(resp.StatusCode, data)
+		return c.markAPIError(decodeAPIError(resp.StatusCode, data))
 	}
 	if out == nil || len(bytes.TrimSpace(data)) == 0 {
 		return nil
 	}
 	if err := unmarshalAnswer.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("talos: decode %s response: %w", path, err)
+		return withExit(exitServer, fmt.Errorf("talos: decode %s response: %w", path, err))
 	}
 	return nil
+}
+
+func (c *adminClient) endpointHint() string {
+	return fmt.Sprintf("Is Talos running and reachable at %s? Set --endpoint or %s.", c.base, envEndpoint)
+}
+
+// markAPIError gives an answer of the API its exit code, with a hint at
+// what to do where there is one.
+func (c *adminClient) markAPIError(e *apiError) error {
+	switch {
+	case e.Reason == "API_KEY_REVOKED" || e.Reason == "API_KEY_EXPIRED":
+		// The credential presented (to derive-token, self-revoke) is no
+		// longer good: a negative answer, not a refused admin token.
+		return withExit(exitNegative, e)
+	case c.public && (e.HTTP == http.StatusUnauthorized || e.HTTP == http.StatusForbidden):
+		// The public surface takes no token: the credential was refused.
+		return withExit(exitNegative, e)
+	case e.HTTP == http.StatusUnauthorized || e.Status == "UNAUTHENTICATED":
+		hint := "No admin token was sent: pass --token or set " + envAdminToken + "."
+		if c.token != "" {
+			hint = "The admin token was refused: check --token or " + envAdminToken + "."
+		}
+		return withExit(exitAuth, fmt.Errorf("%w\n%s", e, hint))
+	case e.HTTP == http.StatusForbidden || e.Status == "PERMISSION_DENIED":
+		return withExit(exitAuth, fmt.Errorf("%w\nThe token may not do this: pass --token or set %s to a token with this role.", e, envAdminToken))
+	case e.HTTP == http.StatusNotFound:
+		return withExit(exitNegative, e)
+	case e.HTTP == http.StatusBadRequest:
+		return withExit(exitUsage, e)
+	case e.HTTP >= 500 || e.HTTP == http.StatusTooManyRequests:
+		return withExit(exitServer, fmt.Errorf("%w\nThe server at %s failed: retry later, or see its log.", e, c.base))
+	}
+	return withExit(exitNegative, e)
 }
 
 // apiError is a non-2xx answer of the API, decoded from its AIP-193 envelope
@@ -148,7 +189,7 @@ func (e *apiError) Unwrap() error {
 	return errcode.FromGRPC(c)
 }
 
-func decodeAPIError(httpStatus int, data []byte) error {
+func decodeAPIError(httpStatus int, data []byte) *apiError {
 	var env struct {
 		Error struct {
 			Code    int    `json:"code"`

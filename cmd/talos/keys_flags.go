@@ -312,3 +312,16 @@ func credentialArgs(args []string, in io.Reader) ([]string, error) {
 	}
 	return out, nil
 }
+
+// oneCredential is the one credential of a command's arguments ("-": from
+// in).
+func oneCredential(args []string, in io.Reader) (string, error) {
+	creds, err := credentialArgs(args, in)
+	if err != nil {
+		return "", err
+	}
+	if len(creds) != 1 {
+		return "", errors.New("want exactly one credential")
+	}
+	return creds[0], nil
+}

@@ -116,7 +116,7 @@ succeeds or fails on its own; the command fails if any key was not imported.`,
 			}
 			err = p.print(&resp, func(w io.Writer) { batchImportTable(w, req, &resp) })
 			if err == nil && resp.GetFailureCount() > 0 {
-				err = fmt.Errorf("talos: %d of %d keys were %w", resp.GetFailureCount(), len(req.GetRequests()), errNotImported)
+				err = withExit(exitNegative, fmt.Errorf("talos: %d of %d keys were %w", resp.GetFailureCount(), len(req.GetRequests()), errNotImported))
 			}
 			return err
 		},

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -11,8 +13,12 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"k8s.io/client-go/util/jsonpath"
+	"sigs.k8s.io/yaml"
 
 	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
 )
@@ -20,29 +26,145 @@ import (
 // secretWarning goes with every freshly issued secret.
 const secretWarning = "Store this secret now: it is shown only once and cannot be retrieved again."
 
-// keysPrinter writes command results as a table (for people) or as the
-// protojson of the response (for scripts).
+// Output formats of --format (Ory's CLI names).
+const (
+	formatTable      = "table"
+	formatJSON       = "json"
+	formatJSONPretty = "json-pretty"
+	formatYAML       = "yaml"
+	formatJSONPath   = "jsonpath"
+	formatQuiet      = "quiet" // -q: IDs only
+)
+
+// keysPrinter writes command results as a table (for people), or for
+// scripts as the protojson of the response, its YAML, a JSONPath
+// expression over it, or only the IDs (--quiet).
 type keysPrinter struct {
-	json   bool
-	stdout io.Writer
-	stderr io.Writer
+	format string
+	// json is true for every format but the table: the output is for a
+	// program, so notes go to stderr.
+	json     bool
+	jsonPath *jsonpath.JSONPath
+	stdout   io.Writer
+	stderr   io.Writer
+}
+
+// newKeysPrinter parses --format (table, json, json-pretty, yaml,
+// jsonpath=EXPR) and --quiet.
+func newKeysPrinter(format string, quiet bool, stdout, stderr io.Writer) (keysPrinter, error) {
+	p := keysPrinter{stdout: stdout, stderr: stderr}
+	name, expr, hasExpr := strings.Cut(format, "=")
+	switch name {
+	case "", formatTable:
+		p.format = formatTable
+	case formatJSON, formatJSONPretty, formatYAML:
+		p.format = name
+	case formatJSONPath:
+		if !hasExpr || strings.TrimSpace(expr) == "" {
+			return p, errors.New(`invalid --format: jsonpath needs an expression, e.g. --format 'jsonpath={.issued_api_key.key_id}'`)
+		}
+		if !strings.Contains(expr, "{") {
+			expr = "{" + expr + "}"
+		}
+		p.jsonPath = jsonpath.New("format")
+		if err := p.jsonPath.Parse(expr); err != nil {
+			return p, fmt.Errorf("invalid --format jsonpath: %w", err)
+		}
+		p.format = formatJSONPath
+	default:
+		return p, fmt.Errorf("invalid --format %q: want table, json, json-pretty, yaml or jsonpath=EXPR", format)
+	}
+	if hasExpr && name != formatJSONPath {
+		return p, fmt.Errorf("invalid --format %q: only jsonpath takes an expression", format)
+	}
+	if quiet {
+		if p.format != formatTable {
+			return p, errors.New("--quiet and --format are exclusive: --quiet prints only IDs")
+		}
+		p.format = formatQuiet
+	}
+	p.json = p.format != formatTable
+	return p, nil
 }
 
 var marshalOutput = protojson.MarshalOptions{UseProtoNames: true, Multiline: true, Indent: "  "}
 
-// print writes m as JSON, or calls table with a tabwriter on stdout.
+// print writes m in the printer's format; the table format calls table
+// with a tabwriter on stdout.
 func (p keysPrinter) print(m proto.Message, table func(w io.Writer)) error {
-	if p.json {
-		b, err := marshalOutput.Marshal(m)
-		if err != nil {
-			return err
+	switch p.format {
+	case formatTable:
+		tw := tabwriter.NewWriter(p.stdout, 0, 4, 2, ' ', 0)
+		table(tw)
+		return tw.Flush()
+	case formatQuiet:
+		for _, line := range quietLines(m.ProtoReflect()) {
+			if _, err := fmt.Fprintln(p.stdout, line); err != nil {
+				return err
+			}
 		}
-		_, err = fmt.Fprintf(p.stdout, "%s\n", b)
+		return nil
+	}
+	b, err := marshalOutput.Marshal(m)
+	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(p.stdout, 0, 4, 2, ' ', 0)
-	table(tw)
-	return tw.Flush()
+	switch p.format {
+	case formatYAML:
+		if b, err = yaml.JSONToYAML(b); err != nil {
+			return err
+		}
+		_, err = p.stdout.Write(b)
+		return err
+	case formatJSONPath:
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		if err := p.jsonPath.Execute(p.stdout, v); err != nil {
+			return withExit(exitUsage, fmt.Errorf("--format jsonpath: %w", err))
+		}
+		_, err = fmt.Fprintln(p.stdout)
+		return err
+	}
+	_, err = fmt.Fprintf(p.stdout, "%s\n", b)
+	return err
+}
+
+// quietLines are what --quiet prints of a response: the key ID of each key
+// in it (the new key of a rotation, not the old one; "-" for a verdict
+// without a key), then the new secret or derived token if there is one,
+// one per line.
+func quietLines(m protoreflect.Message) []string {
+	fields := m.Descriptor().Fields()
+	if f := fields.ByName("key_id"); f != nil && f.Kind() == protoreflect.StringKind {
+		id := m.Get(f).String()
+		if id == "" {
+			id = "-"
+		}
+		return []string{id}
+	}
+	var out []string
+	for i := 0; i < fields.Len(); i++ {
+		f := fields.Get(i)
+		if f.Kind() != protoreflect.MessageKind || f.IsMap() || strings.HasPrefix(string(f.Name()), "old_") || !m.Has(f) {
+			continue
+		}
+		if f.IsList() {
+			l := m.Get(f).List()
+			for j := 0; j < l.Len(); j++ {
+				out = append(out, quietLines(l.Get(j).Message())...)
+			}
+			continue
+		}
+		out = append(out, quietLines(m.Get(f).Message())...)
+	}
+	for _, name := range []protoreflect.Name{"secret", "token"} {
+		if f := fields.ByName(name); f != nil && f.Kind() == protoreflect.StringKind && m.Get(f).String() != "" {
+			out = append(out, m.Get(f).String())
+		}
+	}
+	return out
 }
 
 // printSecret ends a table with a new secret and its warning.

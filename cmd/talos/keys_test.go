@@ -206,7 +206,9 @@ func TestKeys_IssueValidatesLocally(t *testing.T) {
 		"window, no quota":   {"issue", "ci", "--actor", "a", "--rate-limit-window", "1m"},
 		"bad visibility":     {"issue", "ci", "--actor", "a", "--visibility", "hidden"},
 		"name twice":         {"issue", "ci", "--name", "other", "--actor", "a"},
-		"bad format":         {"issue", "ci", "--actor", "a", "--format", "yaml"},
+		"bad format":         {"issue", "ci", "--actor", "a", "--format", "xml"},
+		"jsonpath, no expr":  {"issue", "ci", "--actor", "a", "--format", "jsonpath"},
+		"quiet and format":   {"issue", "ci", "--actor", "a", "-q", "-o", "json"},
 		"credential as id":   {"get", testSecret},
 		"path trick as id":   {"get", "../x"},
 		"verb in id":         {"revoke", testKeyID + ":rotate"},
@@ -224,6 +226,9 @@ func TestKeys_IssueValidatesLocally(t *testing.T) {
 			}
 			if n := len(f.requests()); n != 0 {
 				t.Errorf("keys %v sent %d requests, want none", args, n)
+			}
+			if code := exitCodeOf(res.err); code != exitUsage {
+				t.Errorf("keys %v: exit code %d, want %d (usage)", args, code, exitUsage)
 			}
 			if strings.Contains(res.err.Error(), testSecret) {
 				t.Errorf("error %q echoes the credential", res.err)
@@ -366,18 +371,22 @@ func TestKeys_APIError(t *testing.T) {
 		args    []string
 		wantMsg string
 		wantIs  error
+		code    int
 	}{
-		{"not found", []string{"get", testKeyID}, "talos: API key not found (API_KEY_NOT_FOUND, HTTP 404)", credential.ErrNotFound},
-		{"conflict", []string{"revoke", testKeyID, "--reason", "superseded"}, "talos: key is already revoked (FAILED_PRECONDITION, HTTP 409)", credential.ErrFailedPrecondition},
-		{"not an envelope", []string{"get", "--imported", testImported}, "talos: bad gateway (HTTP 502)", nil},
+		{"not found", []string{"get", testKeyID}, "talos: API key not found (API_KEY_NOT_FOUND, HTTP 404)", credential.ErrNotFound, exitNegative},
+		{"conflict", []string{"revoke", testKeyID, "--reason", "superseded"}, "talos: key is already revoked (FAILED_PRECONDITION, HTTP 409)", credential.ErrFailedPrecondition, exitNegative},
+		{"not an envelope", []string{"get", "--imported", testImported}, "talos: bad gateway (HTTP 502)", nil, exitServer},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := f.runKeys(t, tc.args...)
 			if res.err == nil {
 				t.Fatal("no error")
 			}
-			if got := res.err.Error(); got != tc.wantMsg {
+			if got, _, _ := strings.Cut(res.err.Error(), "\n"); got != tc.wantMsg {
 				t.Errorf("error = %q, want %q", got, tc.wantMsg)
+			}
+			if code := exitCodeOf(res.err); code != tc.code {
+				t.Errorf("exit code %d, want %d", code, tc.code)
 			}
 			if tc.wantIs != nil && !errors.Is(res.err, tc.wantIs) {
 				t.Errorf("errors.Is(%v, %v) = false", res.err, tc.wantIs)

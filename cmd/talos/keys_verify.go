@@ -27,18 +27,16 @@ print the verdict. The exit status is 0 only if the credential is valid. Give
 		Example: `  printf '%s\n' "$API_KEY" | talos keys verify -`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			creds, err := credentialArgs(args, cmd.InOrStdin())
+			cred, err := oneCredential(args, cmd.InOrStdin())
 			if err != nil {
 				return err
-			}
-			if len(creds) != 1 {
-				return errors.New("want exactly one credential")
 			}
 			c, p, err := o.open(cmd, e)
 			if err != nil {
 				return err
 			}
-			req := &pb.VerifyApiKeyRequest{Credential: creds[0], ExpectedAudiences: audiences}
+			c.noCache = o.noCache
+			req := &pb.VerifyApiKeyRequest{Credential: cred, ExpectedAudiences: audiences}
 			var resp pb.VerifyApiKeyResponse
 			if err := c.call(cmd.Context(), http.MethodPost, pathVerify, nil, req, &resp); err != nil {
 				return err
@@ -47,12 +45,13 @@ print the verdict. The exit status is 0 only if the credential is valid. Give
 				return err
 			}
 			if !resp.GetIsValid() {
-				return fmt.Errorf("talos: the credential is %w (%s)", errNotValid, resp.GetErrorCode())
+				return withExit(exitNegative, fmt.Errorf("talos: the credential is %w (%s)", errNotValid, resp.GetErrorCode()))
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringSliceVar(&audiences, "audience", nil, "audiences accepted for audience-bound derived tokens (comma-separated)")
+	cmd.Flags().BoolVar(&o.noCache, "no-cache", false, "ask for a fresh lookup (sends Cache-Control: no-cache; see docs/cli.md)")
 	return cmd
 }
 
@@ -79,6 +78,7 @@ credentials are sent in several requests.`,
 			if err != nil {
 				return err
 			}
+			c.noCache = o.noCache
 			all := &pb.BatchVerifyApiKeysResponse{}
 			for start := 0; start < len(creds); start += batchVerifyChunk {
 				chunk := creds[start:min(start+batchVerifyChunk, len(creds))]
@@ -105,12 +105,13 @@ credentials are sent in several requests.`,
 				return err
 			}
 			if invalid > 0 {
-				return fmt.Errorf("talos: %d of %d credentials are %w", invalid, len(creds), errNotValid)
+				return withExit(exitNegative, fmt.Errorf("talos: %d of %d credentials are %w", invalid, len(creds), errNotValid))
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringSliceVar(&audiences, "audience", nil, "audiences accepted for audience-bound derived tokens (comma-separated)")
+	cmd.Flags().BoolVar(&o.noCache, "no-cache", false, "ask for a fresh lookup (sends Cache-Control: no-cache; see docs/cli.md)")
 	return cmd
 }
 
@@ -140,12 +141,9 @@ credential from stdin.`,
 			if err != nil {
 				return err
 			}
-			creds, err := credentialArgs(args, cmd.InOrStdin())
+			cred, err := oneCredential(args, cmd.InOrStdin())
 			if err != nil {
 				return err
-			}
-			if len(creds) != 1 {
-				return errors.New("want exactly one credential")
 			}
 			c, p, err := o.open(cmd, e)
 			if err != nil {
@@ -155,7 +153,8 @@ credential from stdin.`,
 			// public surface's business.
 			public := *c
 			public.token = ""
-			req := &pb.SelfRevokeApiKeyRequest{Credential: creds[0], Reason: r}
+			public.public = true
+			req := &pb.SelfRevokeApiKeyRequest{Credential: cred, Reason: r}
 			var resp pb.SelfRevokeApiKeyResponse
 			if err := public.call(cmd.Context(), http.MethodPost, pathSelfRevoke, nil, req, &resp); err != nil {
 				return err
