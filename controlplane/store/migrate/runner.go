@@ -18,6 +18,10 @@ type Options struct {
 	// serialize concurrent runners (for example
 	// "SELECT pg_advisory_xact_lock(…)").
 	Lock string
+	// Missing reports whether err, from reading schema_migrations, says the
+	// table does not exist, which Status, Current and Down read as nothing
+	// applied. Without it such an error is returned.
+	Missing func(err error) bool
 }
 
 // State is one migration as the database knows it.
@@ -45,7 +49,10 @@ func Up(ctx context.Context, db *sql.DB, fsys fs.FS, opts Options) ([]Migration,
 	if err != nil {
 		return nil, err
 	}
-	applied, err := appliedMigrations(ctx, db)
+	if _, err := db.ExecContext(ctx, createTable); err != nil {
+		return nil, fmt.Errorf("create schema_migrations: %w", err)
+	}
+	applied, err := appliedMigrations(ctx, db, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -101,15 +108,14 @@ func apply(ctx context.Context, db *sql.DB, m Migration, opts Options) (ran bool
 }
 
 // Status lists every migration of fsys and every migration the database has
-// applied, in version order. It creates the empty schema_migrations table
-// when it is missing (so that a fresh database reads as all pending) but never
-// applies a migration.
-func Status(ctx context.Context, db *sql.DB, fsys fs.FS) ([]State, error) {
+// applied, in version order. It only reads: a missing schema_migrations table
+// (see Options.Missing) reads as all pending.
+func Status(ctx context.Context, db *sql.DB, fsys fs.FS, opts Options) ([]State, error) {
 	ms, err := Load(fsys)
 	if err != nil {
 		return nil, err
 	}
-	applied, err := appliedMigrations(ctx, db)
+	applied, err := appliedMigrations(ctx, db, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -132,9 +138,9 @@ func Status(ctx context.Context, db *sql.DB, fsys fs.FS) ([]State, error) {
 }
 
 // Current reports whether every migration of fsys has been applied. Like
-// Status, it creates the bookkeeping table when it is missing.
-func Current(ctx context.Context, db *sql.DB, fsys fs.FS) (bool, error) {
-	sts, err := Status(ctx, db, fsys)
+// Status, it only reads.
+func Current(ctx context.Context, db *sql.DB, fsys fs.FS, opts Options) (bool, error) {
+	sts, err := Status(ctx, db, fsys, opts)
 	if err != nil {
 		return false, err
 	}
@@ -146,13 +152,19 @@ func Current(ctx context.Context, db *sql.DB, fsys fs.FS) (bool, error) {
 	return true, nil
 }
 
-// appliedMigrations reads schema_migrations, creating it when missing.
-func appliedMigrations(ctx context.Context, db *sql.DB) (map[int]State, error) {
-	if _, err := db.ExecContext(ctx, createTable); err != nil {
-		return nil, fmt.Errorf("create schema_migrations: %w", err)
-	}
+// querier is a *sql.DB or a *sql.Tx.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// appliedMigrations reads schema_migrations; a missing table (see
+// Options.Missing) is an empty one.
+func appliedMigrations(ctx context.Context, db querier, opts Options) (map[int]State, error) {
 	rows, err := db.QueryContext(ctx, `SELECT version, name, applied_at FROM schema_migrations`)
 	if err != nil {
+		if opts.Missing != nil && opts.Missing(err) {
+			return map[int]State{}, nil
+		}
 		return nil, fmt.Errorf("read schema_migrations: %w", err)
 	}
 	defer rows.Close()

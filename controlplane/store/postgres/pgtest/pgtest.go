@@ -147,3 +147,26 @@ func (s *Schema) SetLogin(t testing.TB, login bool) {
 		t.Fatalf("alter role %s: %v", s.Name, err)
 	}
 }
+
+// Tables lists the tables of s, as the admin user sees them.
+func (s *Schema) Tables(t testing.TB) []string {
+	t.Helper()
+	rows, err := s.Admin.QueryContext(t.Context(),
+		`SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1`, s.Name)
+	if err != nil {
+		t.Fatalf("list tables of %s: %v", s.Name, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatalf("list tables of %s: %v", s.Name, err)
+		}
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("list tables of %s: %v", s.Name, err)
+	}
+	return out
+}
