@@ -44,7 +44,7 @@ func runEnv(ctx context.Context, args []string, e *env) error {
 	root.SetArgs(args)
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
-	root.AddCommand(newServeCmd(e), newProxyCmd(e), newMigrateCmd(e), newVersionCmd(e), newKeysCmd(e), newJWKCmd(e), newTokenCmd(e), newInjectCmd(e))
+	root.AddCommand(newServeCmd(e), newProxyCmd(e), newMigrateCmd(e), newConfigCmd(e), newVersionCmd(e), newKeysCmd(e), newJWKCmd(e), newTokenCmd(e), newInjectCmd(e))
 	return root.ExecuteContext(ctx)
 }
 

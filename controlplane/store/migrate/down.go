@@ -11,8 +11,14 @@ import (
 	"time"
 )
 
-// ErrIrreversible reports a migration without a down step.
-var ErrIrreversible = errors.New("migration is irreversible")
+// ErrRefused reports a Down or Force refused before anything changed: an
+// irreversible or unknown migration, more steps than applied, a version
+// that does not exist.
+var ErrRefused = errors.New("refused; nothing was changed")
+
+// ErrIrreversible reports a migration without a down step; it wraps
+// ErrRefused.
+var ErrIrreversible = fmt.Errorf("migration is irreversible (%w)", ErrRefused)
 
 // Down reverses the last steps applied migrations, newest first, each in its
 // own transaction together with the removal of its schema_migrations row, and
@@ -23,7 +29,7 @@ var ErrIrreversible = errors.New("migration is irreversible")
 // it stay reversed.
 func Down(ctx context.Context, db *sql.DB, fsys fs.FS, steps int, opts Options) ([]Migration, error) {
 	if steps < 1 {
-		return nil, fmt.Errorf("roll back: steps must be at least 1 (got %d)", steps)
+		return nil, fmt.Errorf("roll back: steps must be at least 1 (got %d): %w", steps, ErrRefused)
 	}
 	ms, err := Load(fsys)
 	if err != nil {
@@ -34,7 +40,7 @@ func Down(ctx context.Context, db *sql.DB, fsys fs.FS, steps int, opts Options) 
 		return nil, err
 	}
 	if steps > len(applied) {
-		return nil, fmt.Errorf("roll back %d migrations: only %d applied", steps, len(applied))
+		return nil, fmt.Errorf("roll back %d migrations: only %d applied: %w", steps, len(applied), ErrRefused)
 	}
 	known := make(map[int]Migration, len(ms))
 	for _, m := range ms {
@@ -47,10 +53,10 @@ func Down(ctx context.Context, db *sql.DB, fsys fs.FS, steps int, opts Options) 
 		m, ok := known[v]
 		switch {
 		case !ok:
-			return nil, fmt.Errorf("roll back migration %04d_%s: it was applied by a newer release, which must roll it back; nothing was rolled back",
-				v, applied[v].Name)
+			return nil, fmt.Errorf("roll back migration %04d_%s: it was applied by a newer release, which must roll it back: %w",
+				v, applied[v].Name, ErrRefused)
 		case !m.HasDown:
-			return nil, fmt.Errorf("roll back migration %04d_%s: %w (it has no down step); nothing was rolled back; restore a backup taken before it instead",
+			return nil, fmt.Errorf("roll back migration %04d_%s: it has no down step, so %w; restore a backup taken before it instead",
 				v, m.Name, ErrIrreversible)
 		}
 		plan = append(plan, m)
@@ -114,7 +120,7 @@ func Force(ctx context.Context, db *sql.DB, fsys fs.FS, version int, opts Option
 		return err
 	}
 	if version != 0 && !slices.ContainsFunc(ms, func(m Migration) bool { return m.Version == version }) {
-		return fmt.Errorf("force version %d: no such migration (known: 0 for none, %s)", version, versionList(ms))
+		return fmt.Errorf("force version %d: no such migration (known: 0 for none, %s): %w", version, versionList(ms), ErrRefused)
 	}
 	if _, err := db.ExecContext(ctx, createTable); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)

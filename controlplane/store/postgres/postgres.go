@@ -271,7 +271,7 @@ func (f Flavor) withDB(ctx context.Context, cfg Config, op string, fn func(*sql.
 	defer func() { err = errors.Join(err, db.Close()) }()
 	if err := fn(db); err != nil {
 		op = fmt.Sprintf("%s %s %s", op, f.Dialect.Name, cfg)
-		if errors.Is(err, migrate.ErrIrreversible) { // the runner's, no driver error
+		if errors.Is(err, migrate.ErrRefused) { // the runner's, no driver error
 			return fmt.Errorf("%s: %w", op, err)
 		}
 		return f.wrap(op, err)
