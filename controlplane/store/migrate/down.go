@@ -74,38 +74,10 @@ func Down(ctx context.Context, db *sql.DB, fsys fs.FS, steps int, opts Options) 
 	return done, nil
 }
 
-// reverse runs m's down step in a transaction unless another runner reversed
-// it first.
-func reverse(ctx context.Context, db *sql.DB, m Migration, opts Options) (ran bool, err error) {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return false, err
-	}
-	defer func() {
-		if !ran || err != nil {
-			_ = tx.Rollback()
-		}
-	}()
-	if opts.Lock != "" {
-		if _, err := tx.ExecContext(ctx, opts.Lock); err != nil {
-			return false, fmt.Errorf("lock: %w", err)
-		}
-	}
-	var n int
-	err = tx.QueryRowContext(ctx, bind(opts, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), m.Version).Scan(&n)
-	if err != nil || n == 0 {
-		return false, err
-	}
-	if _, err := tx.ExecContext(ctx, m.Down); err != nil {
-		return false, err
-	}
-	if _, err := tx.ExecContext(ctx, bind(opts, `DELETE FROM schema_migrations WHERE version = ?`), m.Version); err != nil {
-		return false, fmt.Errorf("record: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("commit: %w", err)
-	}
-	return true, nil
+// reverse runs m's down step in a transaction unless another runner
+// reversed it first.
+func reverse(ctx context.Context, db *sql.DB, m Migration, opts Options) (bool, error) {
+	return step(ctx, db, opts, m.Version, true, m.Down, `DELETE FROM schema_migrations WHERE version = ?`, m.Version)
 }
 
 // Force sets the recorded version to version without running any migration:

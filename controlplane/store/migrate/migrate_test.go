@@ -13,6 +13,7 @@ import (
 	"modernc.org/sqlite"
 
 	"github.com/talos-project/talos/controlplane/store/migrate"
+	"github.com/talos-project/talos/controlplane/store/migrate/migratetest"
 )
 
 func newTestDB(t *testing.T) *sql.DB {
@@ -169,23 +170,7 @@ var sqliteOpts = migrate.Options{Missing: func(err error) bool {
 
 func tables(t *testing.T, db *sql.DB) []string {
 	t.Helper()
-	rows, err := db.QueryContext(t.Context(), `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, n)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return migratetest.Names(t, db, `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`)
 }
 
 // TestStatus_ReadOnly: Status and Current on a fresh database report all

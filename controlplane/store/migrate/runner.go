@@ -73,7 +73,17 @@ func Up(ctx context.Context, db *sql.DB, fsys fs.FS, opts Options) ([]Migration,
 }
 
 // apply runs m in a transaction unless another runner applied it first.
-func apply(ctx context.Context, db *sql.DB, m Migration, opts Options) (ran bool, err error) {
+func apply(ctx context.Context, db *sql.DB, m Migration, opts Options) (bool, error) {
+	return step(ctx, db, opts, m.Version, false, m.SQL,
+		`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+		m.Version, m.Name, time.Now().UTC().UnixMicro())
+}
+
+// step runs script and then the bookkeeping statement record (with args) in
+// one transaction, after opts.Lock, when version's row in schema_migrations
+// is present (recorded true) or absent (false). Otherwise another runner
+// got there first: it does nothing and reports false.
+func step(ctx context.Context, db *sql.DB, opts Options, version int, recorded bool, script, record string, args ...any) (ran bool, err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return false, err
@@ -89,16 +99,14 @@ func apply(ctx context.Context, db *sql.DB, m Migration, opts Options) (ran bool
 		}
 	}
 	var n int
-	err = tx.QueryRowContext(ctx, bind(opts, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), m.Version).Scan(&n)
-	if err != nil || n > 0 {
+	err = tx.QueryRowContext(ctx, bind(opts, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), version).Scan(&n)
+	if err != nil || (n > 0) != recorded {
 		return false, err
 	}
-	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+	if _, err := tx.ExecContext(ctx, script); err != nil {
 		return false, err
 	}
-	_, err = tx.ExecContext(ctx, bind(opts, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`),
-		m.Version, m.Name, time.Now().UTC().UnixMicro())
-	if err != nil {
+	if _, err := tx.ExecContext(ctx, bind(opts, record), args...); err != nil {
 		return false, fmt.Errorf("record: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

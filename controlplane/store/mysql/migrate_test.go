@@ -16,24 +16,8 @@ func TestMigrateCommands(t *testing.T) {
 		DSN: db.DSN, Up: mysql.MigrateUp, Down: mysql.MigrateDown,
 		Force: mysql.MigrateForce, Status: mysql.MigrationStatus,
 		Tables: func(t testing.TB) []string {
-			rows, err := db.Admin.QueryContext(t.Context(),
+			return migratetest.Names(t, db.Admin,
 				`SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY 1`, db.Name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var out []string
-			for rows.Next() {
-				var n string
-				if err := rows.Scan(&n); err != nil {
-					t.Fatal(err)
-				}
-				out = append(out, n)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
-			return out
 		},
 	})
 }

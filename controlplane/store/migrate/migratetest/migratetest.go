@@ -7,6 +7,7 @@ package migratetest
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"slices"
 	"strings"
@@ -129,4 +130,27 @@ func Check(t *testing.T, b Backend) {
 	if got, want := status(), "init=applied signing_keys=applied"; got != want {
 		t.Errorf("status after Force 2 = %q, want %q", got, want)
 	}
+}
+
+// Names runs query on db and returns the first column of its rows, for
+// listing tables.
+func Names(t testing.TB, db *sql.DB, query string, args ...any) []string {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), query, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return out
 }

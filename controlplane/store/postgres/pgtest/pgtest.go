@@ -23,6 +23,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/talos-project/talos/controlplane/store/migrate/migratetest"
 )
 
 // EnvDSN is the environment variable holding the DSN of the test server, as
@@ -151,22 +153,6 @@ func (s *Schema) SetLogin(t testing.TB, login bool) {
 // Tables lists the tables of s, as the admin user sees them.
 func (s *Schema) Tables(t testing.TB) []string {
 	t.Helper()
-	rows, err := s.Admin.QueryContext(t.Context(),
+	return migratetest.Names(t, s.Admin,
 		`SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1`, s.Name)
-	if err != nil {
-		t.Fatalf("list tables of %s: %v", s.Name, err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			t.Fatalf("list tables of %s: %v", s.Name, err)
-		}
-		out = append(out, n)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatalf("list tables of %s: %v", s.Name, err)
-	}
-	return out
 }
