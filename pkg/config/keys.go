@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding/json"
 	"maps"
 	"reflect"
@@ -8,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"sigs.k8s.io/yaml"
+	"go.yaml.in/yaml/v3"
 )
 
 // A leaf is one settable key: a field of the Config tree that is not itself a
@@ -100,11 +101,51 @@ const PrintRedacted = "<redacted>"
 // secret shown as PrintRedacted and an unset one as "". Derived fields and
 // Warnings are left out.
 func (c Config) RedactedYAML() ([]byte, error) {
+	// Through JSON, so that every value renders as in MarshalJSON (durations
+	// as strings, text marshalers as text).
 	b, err := json.Marshal(c.document(PrintRedacted))
 	if err != nil {
 		return nil, err
 	}
-	return yaml.JSONToYAML(b)
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var doc any
+	if err := d.Decode(&doc); err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	enc := yaml.NewEncoder(&out)
+	enc.SetIndent(2)
+	if err := enc.Encode(yamlNumbers(doc)); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// yamlNumbers replaces the json.Numbers of v by int64 or float64, which YAML
+// renders as plain numbers.
+func yamlNumbers(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			v[k] = yamlNumbers(x)
+		}
+	case []any:
+		for i, x := range v {
+			v[i] = yamlNumbers(x)
+		}
+	case json.Number:
+		if n, err := v.Int64(); err == nil {
+			return n
+		}
+		if f, err := v.Float64(); err == nil {
+			return f
+		}
+	}
+	return v
 }
 
 // document is c as a configuration document, set secrets shown as mark.
