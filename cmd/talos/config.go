@@ -21,7 +21,8 @@ func newConfigCmd(e *env) *cobra.Command {
 		Use:   "check",
 		Short: "Load the config files and the environment as serve (or proxy) would, and report",
 		Long: `Load the --config files and the TALOS_ environment variables exactly as
-talos serve would (talos proxy with --proxy), print the warnings, and exit:
+talos serve would (talos proxy with --proxy), print the warnings (those serve
+logs at startup, keys not supported yet included), and exit:
 0 when the configuration is valid, 2 on any error. It opens no database and
 binds no port.`,
 		Args: cobra.NoArgs,
@@ -31,15 +32,24 @@ binds no port.`,
 				load = config.LoadProxy
 			}
 			cfg, err := load(files, e.vars)
+			if err == nil && !proxy {
+				err = cfg.RequireDSN() // serve refuses to start without one
+			}
 			if err != nil {
 				return withExit(exitUsage, fmt.Errorf("configuration is invalid:\n%w", err))
 			}
-			for _, w := range cfg.Warnings {
+			warnings := cfg.Warnings
+			if !proxy {
+				for _, u := range cfg.Unsupported() {
+					warnings = append(warnings, "configuration key not supported yet; it has no effect: "+u)
+				}
+			}
+			for _, w := range warnings {
 				if _, err := fmt.Fprintln(e.stdout, "warning:", w); err != nil {
 					return err
 				}
 			}
-			_, err = fmt.Fprintf(e.stdout, "configuration is valid (%d warnings)\n", len(cfg.Warnings))
+			_, err = fmt.Fprintf(e.stdout, "configuration is valid (%d warnings)\n", len(warnings))
 			return err
 		},
 	}

@@ -79,7 +79,7 @@ func TestRedactedYAML(t *testing.T) {
 			t.Errorf("output contains the secret %q:\n%s", secret, out)
 		}
 	}
-	for _, want := range []string{"current: <redacted>", "dsn: <redacted>", "token: <redacted>", "issuer: " + testIssuer, "port: 4420"} {
+	for _, want := range []string{"current: <redacted>", "dsn: <redacted>", "token: <redacted>", "issuer: " + testIssuer, "port: 4420", "max_size: 104857600"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
