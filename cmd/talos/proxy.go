@@ -27,6 +27,7 @@ func newProxyCmd(e *env) *cobra.Command {
 	var (
 		files    []string
 		upstream string
+		printCfg bool
 	)
 	cmd := &cobra.Command{
 		Use:   "proxy",
@@ -42,6 +43,9 @@ func newProxyCmd(e *env) *cobra.Command {
 				if err := cfg.ValidateProxy(); err != nil {
 					return err
 				}
+			}
+			if printCfg {
+				return printConfig(e, cfg)
 			}
 			log := telemetry.NewLogger(e.stderr, cfg.Log.Level.Slog(), string(cfg.Log.Format))
 			for _, w := range cfg.Warnings {
@@ -59,6 +63,7 @@ func newProxyCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().StringSliceVarP(&files, "config", "c", nil, "config file (YAML or JSON); repeatable")
 	cmd.Flags().StringVar(&upstream, "upstream", "", "control plane gRPC address (overrides proxy.upstream)")
+	cmd.Flags().BoolVar(&printCfg, "print-config", false, "print the effective configuration as YAML (secrets <redacted>) and exit")
 	return cmd
 }
 

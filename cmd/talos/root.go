@@ -67,7 +67,7 @@ func runEnv(ctx context.Context, args []string, e *env) error {
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return withExit(exitUsage, err) })
-	root.AddCommand(newServeCmd(e), newProxyCmd(e), newMigrateCmd(e), newVersionCmd(e), newKeysCmd(e), newJWKCmd(e), newTokenCmd(e), newInjectCmd(e))
+	root.AddCommand(newServeCmd(e), newProxyCmd(e), newMigrateCmd(e), newConfigCmd(e), newVersionCmd(e), newKeysCmd(e), newJWKCmd(e), newTokenCmd(e), newInjectCmd(e))
 	root.AddCommand(newBackupCmds(e)...)
 	ran := false
 	strictTree(root, &ran)

@@ -35,6 +35,7 @@ func newServeCmd(e *env) *cobra.Command {
 	var (
 		files     []string
 		withProxy bool
+		printCfg  bool
 	)
 	cmd := &cobra.Command{
 		Use:       "serve [admin|public]",
@@ -53,9 +54,17 @@ func newServeCmd(e *env) *cobra.Command {
 					return fmt.Errorf("unknown surface %q: want admin or public", args[0])
 				}
 			}
+			if printCfg {
+				cfg, err := config.Load(files, e.vars)
+				if err != nil {
+					return withExit(exitUsage, err)
+				}
+				return printConfig(e, cfg)
+			}
 			return serve(cmd.Context(), e, files, mode, withProxy)
 		},
 	}
+	cmd.Flags().BoolVar(&printCfg, "print-config", false, "print the effective configuration as YAML (secrets <redacted>) and exit")
 	cmd.Flags().StringSliceVarP(&files, "config", "c", nil, "config file (YAML or JSON); repeatable")
 	cmd.Flags().BoolVar(&withProxy, "with-proxy", false, "also run a sidecar (the proxy section) in this process, pointed at this control plane")
 	return cmd

@@ -15,9 +15,11 @@ import (
 
 // backend is what the commands need of a store package.
 type backend struct {
-	open    func(ctx context.Context, dsn string, autoMigrate bool) (store.Store, error)
-	migrate func(ctx context.Context, dsn string) error
-	status  func(ctx context.Context, dsn string) ([]migrate.State, error)
+	open   func(ctx context.Context, dsn string, autoMigrate bool) (store.Store, error)
+	up     func(ctx context.Context, dsn string) ([]migrate.Migration, error)
+	down   func(ctx context.Context, dsn string, steps int) ([]migrate.Migration, error)
+	force  func(ctx context.Context, dsn string, version int) error
+	status func(ctx context.Context, dsn string) ([]migrate.State, error)
 }
 
 // backendFor picks the store package by the DSN's scheme.
@@ -28,28 +30,28 @@ func backendFor(dsn string) (backend, error) {
 			open: func(ctx context.Context, dsn string, m bool) (store.Store, error) {
 				return sqlite.Open(ctx, dsn, sqlite.Options{AutoMigrate: m})
 			},
-			migrate: sqlite.Migrate, status: sqlite.MigrationStatus,
+			up: sqlite.MigrateUp, down: sqlite.MigrateDown, force: sqlite.MigrateForce, status: sqlite.MigrationStatus,
 		}, nil
 	case config.DriverPostgres:
 		return backend{
 			open: func(ctx context.Context, dsn string, m bool) (store.Store, error) {
 				return postgres.Open(ctx, dsn, postgres.Options{AutoMigrate: m})
 			},
-			migrate: postgres.Migrate, status: postgres.MigrationStatus,
+			up: postgres.MigrateUp, down: postgres.MigrateDown, force: postgres.MigrateForce, status: postgres.MigrationStatus,
 		}, nil
 	case config.DriverCockroach:
 		return backend{
 			open: func(ctx context.Context, dsn string, m bool) (store.Store, error) {
 				return cockroach.Open(ctx, dsn, cockroach.Options{AutoMigrate: m})
 			},
-			migrate: cockroach.Migrate, status: cockroach.MigrationStatus,
+			up: cockroach.MigrateUp, down: cockroach.MigrateDown, force: cockroach.MigrateForce, status: cockroach.MigrationStatus,
 		}, nil
 	case config.DriverMySQL:
 		return backend{
 			open: func(ctx context.Context, dsn string, m bool) (store.Store, error) {
 				return mysql.Open(ctx, dsn, mysql.Options{AutoMigrate: m})
 			},
-			migrate: mysql.Migrate, status: mysql.MigrationStatus,
+			up: mysql.MigrateUp, down: mysql.MigrateDown, force: mysql.MigrateForce, status: mysql.MigrationStatus,
 		}, nil
 	}
 	return backend{}, fmt.Errorf("database scheme %q is not supported: want sqlite://, postgres://, mysql:// or cockroach://", dsnScheme(dsn))

@@ -33,6 +33,15 @@ func (e envDoc) sourceOf(p problem) string {
 
 const testEnvPrefix = "TALOS_TEST_"
 
+// cliVariables are the environment variables of the talos CLI's client
+// commands (keys, token), which share the TALOS_ prefix but are no config
+// key: Load neither reads nor warns about them.
+var cliVariables = []string{"TALOS_ENDPOINT", "TALOS_ADMIN_TOKEN"}
+
+// CLIVariables returns the environment variables of the talos CLI that Load
+// leaves alone.
+func CLIVariables() []string { return slices.Clone(cliVariables) }
+
 // readEnv maps TALOS_* variables onto keys by matching whole names against
 // the known keys (key names contain underscores, so splitting on '_' cannot
 // work).
@@ -70,7 +79,7 @@ func readEnv(environ []string) (envDoc, error) {
 			}
 			continue
 		}
-		if strings.HasPrefix(name, testEnvPrefix) {
+		if strings.HasPrefix(name, testEnvPrefix) || slices.Contains(cliVariables, name) {
 			continue
 		}
 		if l, ok := byName[name]; ok {

@@ -1,12 +1,15 @@
 package config
 
 import (
+	"bytes"
 	"encoding/json"
 	"maps"
 	"reflect"
 	"slices"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // A leaf is one settable key: a field of the Config tree that is not itself a
@@ -88,22 +91,85 @@ func isSecret(t reflect.Type) bool {
 // config file, durations as Go duration strings, secrets redacted. Derived
 // fields and Warnings are left out. It is meant for --print-config and for
 // logging the effective configuration.
-func (c Config) MarshalJSON() ([]byte, error) {
+func (c Config) MarshalJSON() ([]byte, error) { return json.Marshal(c.document(redacted)) }
+
+// PrintRedacted is how RedactedYAML shows a set secret.
+const PrintRedacted = "<redacted>"
+
+// RedactedYAML renders c as a YAML configuration document, for
+// --print-config: every key, snake_case as in a config file, with every set
+// secret shown as PrintRedacted and an unset one as "". Derived fields and
+// Warnings are left out.
+func (c Config) RedactedYAML() ([]byte, error) {
+	// Through JSON, so that every value renders as in MarshalJSON (durations
+	// as strings, text marshalers as text).
+	b, err := json.Marshal(c.document(PrintRedacted))
+	if err != nil {
+		return nil, err
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var doc any
+	if err := d.Decode(&doc); err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	enc := yaml.NewEncoder(&out)
+	enc.SetIndent(2)
+	if err := enc.Encode(yamlNumbers(doc)); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// yamlNumbers replaces the json.Numbers of v by int64 or float64, which YAML
+// renders as plain numbers.
+func yamlNumbers(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			v[k] = yamlNumbers(x)
+		}
+	case []any:
+		for i, x := range v {
+			v[i] = yamlNumbers(x)
+		}
+	case json.Number:
+		if n, err := v.Int64(); err == nil {
+			return n
+		}
+		if f, err := v.Float64(); err == nil {
+			return f
+		}
+	}
+	return v
+}
+
+// document is c as a configuration document, set secrets shown as mark.
+func (c Config) document(mark string) map[string]any {
 	v := reflect.ValueOf(c)
 	doc := map[string]any{}
 	for _, l := range leaves() {
-		val, ok := jsonValue(v.FieldByIndex(l.index))
+		val, ok := jsonValue(v.FieldByIndex(l.index), mark)
 		if ok {
 			setPath(doc, l.path, val)
 		}
 	}
-	return json.Marshal(doc)
+	return doc
 }
 
 // jsonValue converts a leaf to a value encoding/json renders in config shape.
 // It reports false for values that are left out (nil pointers, zero times).
-func jsonValue(v reflect.Value) (any, bool) {
+func jsonValue(v reflect.Value, mark string) (any, bool) {
 	switch {
+	case v.Type() == secretType:
+		if v.Interface().(Secret).IsZero() {
+			return "", true
+		}
+		return mark, true
 	case v.Kind() == reflect.Pointer:
 		if v.IsNil() {
 			return nil, false
@@ -118,7 +184,7 @@ func jsonValue(v reflect.Value) (any, bool) {
 	case v.Kind() == reflect.Slice:
 		items := make([]any, 0, v.Len())
 		for i := range v.Len() {
-			if item, ok := jsonValue(v.Index(i)); ok {
+			if item, ok := jsonValue(v.Index(i), mark); ok {
 				items = append(items, item)
 			}
 		}
@@ -128,7 +194,7 @@ func jsonValue(v reflect.Value) (any, bool) {
 		for i := range v.NumField() {
 			name, squash := koanfKey(v.Type().Field(i))
 			if squash {
-				if inner, ok := jsonValue(v.Field(i)); ok {
+				if inner, ok := jsonValue(v.Field(i), mark); ok {
 					if m, ok := inner.(map[string]any); ok {
 						maps.Copy(obj, m)
 					}
@@ -138,7 +204,7 @@ func jsonValue(v reflect.Value) (any, bool) {
 			if name == "" || name == "-" {
 				continue
 			}
-			if item, ok := jsonValue(v.Field(i)); ok {
+			if item, ok := jsonValue(v.Field(i), mark); ok {
 				obj[name] = item
 			}
 		}

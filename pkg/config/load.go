@@ -49,6 +49,28 @@ func Load(files []string, environ []string) (Config, error) {
 	return load(sch, files, environ, (*Config).Validate)
 }
 
+// LoadDB is [Load] for talos migrate, which uses only the database: the same
+// sources, order, schema check and environment rules, but of the merged
+// result only db.dsn is checked (its scheme) and required, so that a config
+// file without credentials.issuer or secrets.hmac.current serves. The other
+// sections are schema-checked only.
+func LoadDB(files []string, environ []string) (Config, error) {
+	sch, err := compileSchema()
+	if err != nil {
+		return Config{}, err
+	}
+	return load(sch, files, environ, func(c *Config) error {
+		var errs []error
+		checkDB(c, func(path, format string, args ...any) {
+			errs = append(errs, fmt.Errorf(path+": "+format, args...))
+		})
+		if len(errs) == 0 {
+			errs = append(errs, c.RequireDSN())
+		}
+		return errors.Join(errs...)
+	})
+}
+
 // LoadProxy is [Load] for talos proxy: the same sources, order, schema check
 // and environment rules, but the merged result is checked by
 // [Config.ValidateProxy] instead of [Config.Validate]. A proxy needs neither

@@ -173,22 +173,7 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	// DB. The DSN is only required by commands that open the store
-	// (RequireDSN), but a set DSN must name a known driver.
-	if dsn := c.DB.DSN.Value(); dsn != "" && driverOf(dsn) == "" {
-		scheme, _, found := strings.Cut(dsn, "://")
-		switch {
-		case !found:
-			fail("db.dsn", "must start with a scheme: sqlite://, postgres://, mysql:// or cockroach://")
-		case schemeRE.MatchString(strings.ToLower(scheme)):
-			fail("db.dsn", "unsupported scheme %q: want sqlite, postgres, mysql or cockroach", strings.ToLower(scheme))
-		default:
-			fail("db.dsn", "unsupported scheme: want sqlite, postgres, mysql or cockroach")
-		}
-	}
-	if r := c.DB.ReadReplicaDSN.Value(); r != "" && driverOf(r) != driverOf(c.DB.DSN.Value()) {
-		fail("db.read_replica_dsn", "must use the same database driver as db.dsn")
-	}
+	checkDB(c, fail)
 
 	// Enumerations the schema checks in files; repeated for hand-built values.
 	if !slices.Contains([]CacheType{CacheTypeNoop, CacheTypeMemory, CacheTypeRedis}, c.Cache.Type) {
@@ -225,6 +210,25 @@ func (c *Config) Validate() error {
 	}
 
 	return errors.Join(errs...)
+}
+
+// checkDB checks the db section. The DSN is only required by commands that
+// open the store (RequireDSN), but a set DSN must name a known driver.
+func checkDB(c *Config, fail func(path, format string, args ...any)) {
+	if dsn := c.DB.DSN.Value(); dsn != "" && driverOf(dsn) == "" {
+		scheme, _, found := strings.Cut(dsn, "://")
+		switch {
+		case !found:
+			fail("db.dsn", "must start with a scheme: sqlite://, postgres://, mysql:// or cockroach://")
+		case schemeRE.MatchString(strings.ToLower(scheme)):
+			fail("db.dsn", "unsupported scheme %q: want sqlite, postgres, mysql or cockroach", strings.ToLower(scheme))
+		default:
+			fail("db.dsn", "unsupported scheme: want sqlite, postgres, mysql or cockroach")
+		}
+	}
+	if r := c.DB.ReadReplicaDSN.Value(); r != "" && driverOf(r) != driverOf(c.DB.DSN.Value()) {
+		fail("db.read_replica_dsn", "must use the same database driver as db.dsn")
+	}
 }
 
 // warn adds w to Warnings unless it is there already, on a fresh backing

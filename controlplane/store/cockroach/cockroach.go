@@ -140,8 +140,38 @@ func Migrate(ctx context.Context, dsn string) error {
 	return CockroachDB().Migrate(ctx, cfg)
 }
 
+// MigrateUp applies the pending migrations to the database at dsn and
+// returns those it applied.
+func MigrateUp(ctx context.Context, dsn string) ([]migrate.Migration, error) {
+	cfg, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return CockroachDB().MigrateUp(ctx, cfg)
+}
+
+// MigrateDown reverses the last steps migrations of the database at dsn (see
+// migrate.Down).
+func MigrateDown(ctx context.Context, dsn string, steps int) ([]migrate.Migration, error) {
+	cfg, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return CockroachDB().MigrateDown(ctx, cfg, steps)
+}
+
+// MigrateForce sets the recorded migration version of the database at dsn
+// (see migrate.Force).
+func MigrateForce(ctx context.Context, dsn string, version int) error {
+	cfg, err := ParseDSN(dsn)
+	if err != nil {
+		return err
+	}
+	return CockroachDB().MigrateForce(ctx, cfg, version)
+}
+
 // MigrationStatus lists the migrations of the database at dsn, applied and
-// pending.
+// pending. It only reads.
 func MigrationStatus(ctx context.Context, dsn string) ([]migrate.State, error) {
 	cfg, err := ParseDSN(dsn)
 	if err != nil {

@@ -5,8 +5,12 @@
 // in its own transaction together with its row in the schema_migrations
 // table (version, name, applied_at in unix microseconds), so a failed
 // migration leaves no trace where the database has transactional DDL
-// (SQLite, PostgreSQL, CockroachDB; MySQL commits DDL implicitly). Files
-// ending in anything else, .down.sql included, are ignored: there is no down.
+// (SQLite, PostgreSQL, CockroachDB; MySQL commits DDL implicitly).
+//
+// A migration that can be reversed has a NNNN_name.down.sql beside it, which
+// Down runs (in a transaction, with the removal of its row). A migration
+// without one is irreversible: Down refuses it before changing anything.
+// Other files are ignored.
 //
 // A migration file is executed as one Exec, so a driver must accept several
 // statements in one call (modernc SQLite and pgx do; MySQL needs
@@ -40,9 +44,16 @@ type Migration struct {
 	Version int
 	Name    string
 	SQL     string
+	// Down reverses SQL; empty when HasDown is false.
+	Down string
+	// HasDown reports a NNNN_name.down.sql file for this migration.
+	HasDown bool
 }
 
-const suffix = ".up.sql"
+const (
+	suffix     = ".up.sql"
+	downSuffix = ".down.sql"
+)
 
 // Load reads the migrations at the root of fsys, in version order. A file
 // ending in .up.sql whose name is not NNNN_name.up.sql, or two files with one
@@ -67,7 +78,17 @@ func Load(fsys fs.FS) ([]Migration, error) {
 			return nil, fmt.Errorf("read migration %s: %w", file, err)
 		}
 		m.SQL = string(b)
+		downFile := strings.TrimSuffix(file, suffix) + downSuffix
+		switch d, err := fs.ReadFile(fsys, downFile); {
+		case err == nil:
+			m.Down, m.HasDown = string(d), true
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("read migration %s: %w", downFile, err)
+		}
 		ms = append(ms, m)
+	}
+	if err := orphanDowns(entries); err != nil {
+		return nil, err
 	}
 	slices.SortFunc(ms, func(a, b Migration) int { return a.Version - b.Version })
 	for i := 1; i < len(ms); i++ {
@@ -88,4 +109,21 @@ func parseName(file string) (Migration, error) {
 		return Migration{}, fmt.Errorf("load migration %s: name must be NNNN_name%s with NNNN > 0", file, suffix)
 	}
 	return Migration{Version: v, Name: name}, nil
+}
+
+// orphanDowns reports a .down.sql file without its .up.sql, a typo that
+// would otherwise leave its migration silently irreversible.
+func orphanDowns(entries []fs.DirEntry) error {
+	ups := map[string]bool{}
+	for _, e := range entries {
+		if n, ok := strings.CutSuffix(e.Name(), suffix); ok {
+			ups[n] = true
+		}
+	}
+	for _, e := range entries {
+		if n, ok := strings.CutSuffix(e.Name(), downSuffix); ok && !e.IsDir() && !ups[n] {
+			return fmt.Errorf("load migrations: %s has no %s%s", e.Name(), n, suffix)
+		}
+	}
+	return nil
 }

@@ -18,6 +18,10 @@ type Options struct {
 	// serialize concurrent runners (for example
 	// "SELECT pg_advisory_xact_lock(…)").
 	Lock string
+	// Missing reports whether err, from reading schema_migrations, says the
+	// table does not exist, which Status, Current and Down read as nothing
+	// applied. Without it such an error is returned.
+	Missing func(err error) bool
 }
 
 // State is one migration as the database knows it.
@@ -45,7 +49,10 @@ func Up(ctx context.Context, db *sql.DB, fsys fs.FS, opts Options) ([]Migration,
 	if err != nil {
 		return nil, err
 	}
-	applied, err := appliedMigrations(ctx, db)
+	if _, err := db.ExecContext(ctx, createTable); err != nil {
+		return nil, fmt.Errorf("create schema_migrations: %w", err)
+	}
+	applied, err := appliedMigrations(ctx, db, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +73,17 @@ func Up(ctx context.Context, db *sql.DB, fsys fs.FS, opts Options) ([]Migration,
 }
 
 // apply runs m in a transaction unless another runner applied it first.
-func apply(ctx context.Context, db *sql.DB, m Migration, opts Options) (ran bool, err error) {
+func apply(ctx context.Context, db *sql.DB, m Migration, opts Options) (bool, error) {
+	return step(ctx, db, opts, m.Version, false, m.SQL,
+		`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+		m.Version, m.Name, time.Now().UTC().UnixMicro())
+}
+
+// step runs script and then the bookkeeping statement record (with args) in
+// one transaction, after opts.Lock, when version's row in schema_migrations
+// is present (recorded true) or absent (false). Otherwise another runner
+// got there first: it does nothing and reports false.
+func step(ctx context.Context, db *sql.DB, opts Options, version int, recorded bool, script, record string, args ...any) (ran bool, err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return false, err
@@ -82,16 +99,14 @@ func apply(ctx context.Context, db *sql.DB, m Migration, opts Options) (ran bool
 		}
 	}
 	var n int
-	err = tx.QueryRowContext(ctx, bind(opts, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), m.Version).Scan(&n)
-	if err != nil || n > 0 {
+	err = tx.QueryRowContext(ctx, bind(opts, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), version).Scan(&n)
+	if err != nil || (n > 0) != recorded {
 		return false, err
 	}
-	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+	if _, err := tx.ExecContext(ctx, script); err != nil {
 		return false, err
 	}
-	_, err = tx.ExecContext(ctx, bind(opts, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`),
-		m.Version, m.Name, time.Now().UTC().UnixMicro())
-	if err != nil {
+	if _, err := tx.ExecContext(ctx, bind(opts, record), args...); err != nil {
 		return false, fmt.Errorf("record: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -101,15 +116,14 @@ func apply(ctx context.Context, db *sql.DB, m Migration, opts Options) (ran bool
 }
 
 // Status lists every migration of fsys and every migration the database has
-// applied, in version order. It creates the empty schema_migrations table
-// when it is missing (so that a fresh database reads as all pending) but never
-// applies a migration.
-func Status(ctx context.Context, db *sql.DB, fsys fs.FS) ([]State, error) {
+// applied, in version order. It only reads: a missing schema_migrations table
+// (see Options.Missing) reads as all pending.
+func Status(ctx context.Context, db *sql.DB, fsys fs.FS, opts Options) ([]State, error) {
 	ms, err := Load(fsys)
 	if err != nil {
 		return nil, err
 	}
-	applied, err := appliedMigrations(ctx, db)
+	applied, err := appliedMigrations(ctx, db, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -132,9 +146,9 @@ func Status(ctx context.Context, db *sql.DB, fsys fs.FS) ([]State, error) {
 }
 
 // Current reports whether every migration of fsys has been applied. Like
-// Status, it creates the bookkeeping table when it is missing.
-func Current(ctx context.Context, db *sql.DB, fsys fs.FS) (bool, error) {
-	sts, err := Status(ctx, db, fsys)
+// Status, it only reads.
+func Current(ctx context.Context, db *sql.DB, fsys fs.FS, opts Options) (bool, error) {
+	sts, err := Status(ctx, db, fsys, opts)
 	if err != nil {
 		return false, err
 	}
@@ -146,13 +160,19 @@ func Current(ctx context.Context, db *sql.DB, fsys fs.FS) (bool, error) {
 	return true, nil
 }
 
-// appliedMigrations reads schema_migrations, creating it when missing.
-func appliedMigrations(ctx context.Context, db *sql.DB) (map[int]State, error) {
-	if _, err := db.ExecContext(ctx, createTable); err != nil {
-		return nil, fmt.Errorf("create schema_migrations: %w", err)
-	}
+// querier is a *sql.DB or a *sql.Tx.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// appliedMigrations reads schema_migrations; a missing table (see
+// Options.Missing) is an empty one.
+func appliedMigrations(ctx context.Context, db querier, opts Options) (map[int]State, error) {
 	rows, err := db.QueryContext(ctx, `SELECT version, name, applied_at FROM schema_migrations`)
 	if err != nil {
+		if opts.Missing != nil && opts.Missing(err) {
+			return map[int]State{}, nil
+		}
 		return nil, fmt.Errorf("read schema_migrations: %w", err)
 	}
 	defer rows.Close()

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"time"
 
+	mysqldriver "github.com/go-sql-driver/mysql"
+
 	"github.com/talos-project/talos/controlplane/store/migrate"
 )
 
@@ -33,18 +35,58 @@ const migrationLockWait = 5 * time.Minute
 // calls, from any number of processes, apply each migration once: they take
 // turns on a lock named after the database.
 func Migrate(ctx context.Context, dsn string) error {
+	_, err := MigrateUp(ctx, dsn)
+	return err
+}
+
+// MigrateUp is Migrate, returning the migrations it applied.
+func MigrateUp(ctx context.Context, dsn string) (applied []migrate.Migration, err error) {
+	cfg, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if applied, err = up(ctx, cfg); err != nil {
+		return applied, fmt.Errorf("migrate %s: %w", cfg, err)
+	}
+	return applied, nil
+}
+
+// MigrateDown reverses the last steps migrations of the database of dsn
+// (see migrate.Down), under the migration lock, and returns those it
+// reversed.
+func MigrateDown(ctx context.Context, dsn string, steps int) (reversed []migrate.Migration, err error) {
+	cfg, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	err = locked(ctx, cfg, func(db *sql.DB, fsys fs.FS, opts migrate.Options) error {
+		reversed, err = migrate.Down(ctx, db, fsys, steps, opts)
+		return err
+	})
+	if err != nil {
+		return reversed, fmt.Errorf("roll back %s: %w", cfg, err)
+	}
+	return reversed, nil
+}
+
+// MigrateForce sets the recorded migration version of the database of dsn
+// (see migrate.Force), under the migration lock.
+func MigrateForce(ctx context.Context, dsn string, version int) error {
 	cfg, err := ParseDSN(dsn)
 	if err != nil {
 		return err
 	}
-	if err := up(ctx, cfg); err != nil {
-		return fmt.Errorf("migrate %s: %w", cfg, err)
+	err = locked(ctx, cfg, func(db *sql.DB, fsys fs.FS, opts migrate.Options) error {
+		return migrate.Force(ctx, db, fsys, version, opts)
+	})
+	if err != nil {
+		return fmt.Errorf("force %s: %w", cfg, err)
 	}
 	return nil
 }
 
 // MigrationStatus lists the migrations of the database of dsn, applied and
-// pending.
+// pending. It only reads: a missing bookkeeping table reads as all pending.
 func MigrationStatus(ctx context.Context, dsn string) (_ []migrate.State, err error) {
 	cfg, err := ParseDSN(dsn)
 	if err != nil {
@@ -59,11 +101,17 @@ func MigrationStatus(ctx context.Context, dsn string) (_ []migrate.State, err er
 	if err != nil {
 		return nil, err
 	}
-	sts, err := migrate.Status(ctx, db, fsys)
+	sts, err := migrate.Status(ctx, db, fsys, migrate.Options{Missing: noSuchTable})
 	if err != nil {
 		return nil, fmt.Errorf("read %s migration status: %w", cfg, err)
 	}
 	return sts, nil
+}
+
+// noSuchTable reports MySQL's ER_NO_SUCH_TABLE.
+func noSuchTable(err error) bool {
+	var me *mysqldriver.MySQLError
+	return errors.As(err, &me) && me.Number == errNoSuchTable
 }
 
 // up runs the migration runner under the database's migration lock.
@@ -80,7 +128,17 @@ func MigrationStatus(ctx context.Context, dsn string) (_ []migrate.State, err er
 // connection. Should that connection be replaced mid-run, migrate.Options.Lock
 // takes the lock again at the start of each migration (GET_LOCK nests within
 // a session), and the runner's re-check of schema_migrations remains.
-func up(ctx context.Context, cfg Config) (err error) {
+func up(ctx context.Context, cfg Config) (applied []migrate.Migration, err error) {
+	err = locked(ctx, cfg, func(db *sql.DB, fsys fs.FS, opts migrate.Options) error {
+		applied, err = migrate.Up(ctx, db, fsys, opts)
+		return err
+	})
+	return applied, err
+}
+
+// locked runs f on a one-connection pool holding the database's migration
+// lock, with the runner's options that take it again per migration.
+func locked(ctx context.Context, cfg Config, f func(*sql.DB, fs.FS, migrate.Options) error) (err error) {
 	db, err := openMigrationDB(cfg)
 	if err != nil {
 		return err
@@ -105,10 +163,7 @@ func up(ctx context.Context, cfg Config) (err error) {
 		err = errors.Join(err, rerr)
 	}()
 	lock := fmt.Sprintf("DO GET_LOCK('%s', %d)", name, wait) // name is hex and ASCII
-	if _, err := migrate.Up(ctx, db, fsys, migrate.Options{Lock: lock}); err != nil {
-		return err
-	}
-	return nil
+	return f(db, fsys, migrate.Options{Lock: lock, Missing: noSuchTable})
 }
 
 // openMigrationDB returns a one-connection pool that accepts multi-statement

@@ -54,7 +54,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*sqlstore.Store, error
 		return nil, err
 	}
 	if opts.AutoMigrate {
-		if err := up(ctx, cfg); err != nil {
+		if _, err := up(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("open %s: %w", cfg, err)
 		}
 	}
@@ -102,8 +102,7 @@ func current(ctx context.Context, db *sql.DB, fsys fs.FS) (bool, error) {
 	}
 	rows, err := db.QueryContext(ctx, "SELECT version FROM schema_migrations")
 	if err != nil {
-		var me *mysqldriver.MySQLError
-		if errors.As(err, &me) && me.Number == errNoSuchTable {
+		if noSuchTable(err) {
 			return false, nil
 		}
 		return false, fmt.Errorf("read schema_migrations: %w", err)

@@ -90,8 +90,38 @@ func Migrate(ctx context.Context, dsn string) error {
 	return PostgreSQL().Migrate(ctx, cfg)
 }
 
+// MigrateUp applies the pending migrations to the database at dsn and
+// returns those it applied.
+func MigrateUp(ctx context.Context, dsn string) ([]migrate.Migration, error) {
+	cfg, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return PostgreSQL().MigrateUp(ctx, cfg)
+}
+
+// MigrateDown reverses the last steps migrations of the database at dsn (see
+// migrate.Down).
+func MigrateDown(ctx context.Context, dsn string, steps int) ([]migrate.Migration, error) {
+	cfg, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return PostgreSQL().MigrateDown(ctx, cfg, steps)
+}
+
+// MigrateForce sets the recorded migration version of the database at dsn
+// (see migrate.Force).
+func MigrateForce(ctx context.Context, dsn string, version int) error {
+	cfg, err := ParseDSN(dsn)
+	if err != nil {
+		return err
+	}
+	return PostgreSQL().MigrateForce(ctx, cfg, version)
+}
+
 // MigrationStatus lists the migrations of the database at dsn, applied and
-// pending.
+// pending. It only reads: a missing bookkeeping table reads as all pending.
 func MigrationStatus(ctx context.Context, dsn string) ([]migrate.State, error) {
 	cfg, err := ParseDSN(dsn)
 	if err != nil {
@@ -133,7 +163,7 @@ func (f Flavor) Open(ctx context.Context, cfg Config, opts Options) (*sqlstore.S
 func (f Flavor) open(ctx context.Context, db *sql.DB, cfg Config, opts Options) (*sqlstore.Store, error) {
 	op := fmt.Sprintf("open %s %s", f.Dialect.Name, cfg)
 	if opts.AutoMigrate {
-		if err := f.migrate(ctx, db); err != nil {
+		if _, err := f.migrate(ctx, db); err != nil {
 			return nil, f.wrap(op, err)
 		}
 	} else {
@@ -161,7 +191,7 @@ func (f Flavor) current(ctx context.Context, db *sql.DB) (bool, error) {
 		return false, err
 	}
 	rows, err := db.QueryContext(ctx, `SELECT version FROM schema_migrations`)
-	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table
+	if undefinedTable(err) {
 		return false, nil
 	}
 	if err != nil {
@@ -188,31 +218,77 @@ func (f Flavor) current(ctx context.Context, db *sql.DB) (bool, error) {
 }
 
 // Migrate applies the pending migrations to the database cfg describes.
-func (f Flavor) Migrate(ctx context.Context, cfg Config) (err error) {
+func (f Flavor) Migrate(ctx context.Context, cfg Config) error {
+	_, err := f.MigrateUp(ctx, cfg)
+	return err
+}
+
+// MigrateUp applies the pending migrations to the database cfg describes and
+// returns those it applied.
+func (f Flavor) MigrateUp(ctx context.Context, cfg Config) (applied []migrate.Migration, err error) {
+	err = f.withDB(ctx, cfg, "migrate", func(db *sql.DB) error {
+		applied, err = f.migrate(ctx, db)
+		return err
+	})
+	return applied, err
+}
+
+// MigrateDown reverses the last steps migrations of the database cfg
+// describes (see migrate.Down) and returns those it reversed.
+func (f Flavor) MigrateDown(ctx context.Context, cfg Config, steps int) (reversed []migrate.Migration, err error) {
+	err = f.withDB(ctx, cfg, "roll back", func(db *sql.DB) error {
+		reversed, err = migrate.Down(ctx, db, f.Migrations, steps, f.migrateOptions())
+		return err
+	})
+	return reversed, err
+}
+
+// MigrateForce sets the recorded migration version of the database cfg
+// describes (see migrate.Force).
+func (f Flavor) MigrateForce(ctx context.Context, cfg Config, version int) error {
+	return f.withDB(ctx, cfg, "force", func(db *sql.DB) error {
+		return migrate.Force(ctx, db, f.Migrations, version, f.migrateOptions())
+	})
+}
+
+// MigrationStatus lists the migrations of the database cfg describes,
+// applied and pending. It only reads.
+func (f Flavor) MigrationStatus(ctx context.Context, cfg Config) (sts []migrate.State, err error) {
+	err = f.withDB(ctx, cfg, "read migration status of", func(db *sql.DB) error {
+		sts, err = migrate.Status(ctx, db, f.Migrations, f.migrateOptions())
+		return err
+	})
+	return sts, err
+}
+
+// withDB runs fn on a pool over the database cfg describes; op names what
+// it does in errors.
+func (f Flavor) withDB(ctx context.Context, cfg Config, op string, fn func(*sql.DB) error) (err error) {
 	if cfg.conn == nil {
 		return errNoConfig
 	}
 	db := openDB(cfg)
 	defer func() { err = errors.Join(err, db.Close()) }()
-	if err := f.migrate(ctx, db); err != nil {
-		return f.wrap(fmt.Sprintf("migrate %s %s", f.Dialect.Name, cfg), err)
+	if err := fn(db); err != nil {
+		op = fmt.Sprintf("%s %s %s", op, f.Dialect.Name, cfg)
+		if errors.Is(err, migrate.ErrRefused) { // the runner's, no driver error
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		return f.wrap(op, err)
 	}
 	return nil
 }
 
-// MigrationStatus lists the migrations of the database cfg describes,
-// applied and pending.
-func (f Flavor) MigrationStatus(ctx context.Context, cfg Config) (_ []migrate.State, err error) {
-	if cfg.conn == nil {
-		return nil, errNoConfig
-	}
-	db := openDB(cfg)
-	defer func() { err = errors.Join(err, db.Close()) }()
-	sts, err := migrate.Status(ctx, db, f.Migrations)
-	if err != nil {
-		return nil, f.wrap(fmt.Sprintf("read %s %s migration status", f.Dialect.Name, cfg), err)
-	}
-	return sts, nil
+// migrateOptions are the runner's options for f.
+func (f Flavor) migrateOptions() migrate.Options {
+	return migrate.Options{Dollar: true, Lock: f.MigrationLock, Missing: undefinedTable}
+}
+
+// undefinedTable reports PostgreSQL's undefined_table (CockroachDB uses the
+// same code).
+func undefinedTable(err error) bool {
+	pe := (*pgconn.PgError)(nil)
+	return errors.As(err, &pe) && pe.Code == "42P01"
 }
 
 // migrate runs migrate.Up, and again when it fails for a reason other than
@@ -223,19 +299,20 @@ func (f Flavor) MigrationStatus(ctx context.Context, cfg Config) (_ []migrate.St
 // loser of a race for one migration fails on its transaction. Either way a
 // rerun finds what the winner applied. A migration that fails by itself
 // fails every attempt, each rolled back.
-func (f Flavor) migrate(ctx context.Context, db *sql.DB) error {
+func (f Flavor) migrate(ctx context.Context, db *sql.DB) ([]migrate.Migration, error) {
 	ms, err := migrate.Load(f.Migrations)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	opts := migrate.Options{Dollar: true, Lock: f.MigrationLock}
+	var all []migrate.Migration
 	for attempt := 0; ; attempt++ {
-		_, err := migrate.Up(ctx, db, f.Migrations, opts)
+		applied, err := migrate.Up(ctx, db, f.Migrations, f.migrateOptions())
+		all = append(all, applied...)
 		// Each failed attempt that another run caused leaves at least one
 		// more migration applied, so len(ms)+1 attempts are enough.
 		var ce *pgconn.ConnectError
 		if err == nil || attempt > len(ms) || ctx.Err() != nil || errors.As(err, &ce) {
-			return err
+			return all, err
 		}
 	}
 }

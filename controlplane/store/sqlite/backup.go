@@ -149,7 +149,7 @@ func checkBackup(ctx context.Context, path string, check func(context.Context, s
 	if err != nil {
 		return err
 	}
-	sts, err := migrate.Status(ctx, db, fsys)
+	sts, err := migrate.Status(ctx, db, fsys, migrateOptions())
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrNotTalos, err)
 	}

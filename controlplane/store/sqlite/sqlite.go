@@ -66,13 +66,13 @@ func open(ctx context.Context, db *sql.DB, path string, opts Options) (*sqlstore
 		return nil, err
 	}
 	if opts.AutoMigrate {
-		if _, err := migrate.Up(ctx, db, fsys, migrate.Options{}); err != nil {
-			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		if _, err := migrate.Up(ctx, db, fsys, migrateOptions()); err != nil {
+			return nil, fmt.Errorf("open sqlite %s: %w", path, diagnose(path, err))
 		}
 	} else {
-		ok, err := migrate.Current(ctx, db, fsys)
+		ok, err := migrate.Current(ctx, db, fsys, migrateOptions())
 		if err != nil {
-			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+			return nil, fmt.Errorf("open sqlite %s: %w", path, diagnose(path, err))
 		}
 		if !ok {
 			return nil, fmt.Errorf("open sqlite %s: %w; run `talos migrate up`", path, migrate.ErrNotMigrated)
@@ -80,7 +80,7 @@ func open(ctx context.Context, db *sql.DB, path string, opts Options) (*sqlstore
 	}
 	s, err := sqlstore.New(ctx, db, Dialect())
 	if err != nil {
-		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		return nil, fmt.Errorf("open sqlite %s: %w", path, diagnose(path, err))
 	}
 	return s, nil
 }

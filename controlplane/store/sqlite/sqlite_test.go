@@ -6,7 +6,9 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,6 +140,12 @@ func TestMigrate(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	dsn := "sqlite://" + filepath.Join(t.TempDir(), "talos.db")
+	if _, err := sqlite.MigrationStatus(ctx, dsn); err == nil {
+		t.Fatal("MigrationStatus of a missing file: no error")
+	}
+	if _, err := os.Create(strings.TrimPrefix(dsn, "sqlite://")); err != nil {
+		t.Fatal(err)
+	}
 
 	sts, err := sqlite.MigrationStatus(ctx, dsn)
 	if err != nil {

@@ -23,6 +23,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/talos-project/talos/controlplane/store/migrate/migratetest"
 )
 
 // EnvDSN is the environment variable holding the DSN of the test server, as
@@ -146,4 +148,11 @@ func (s *Schema) SetLogin(t testing.TB, login bool) {
 	if _, err := s.Admin.ExecContext(t.Context(), stmt); err != nil {
 		t.Fatalf("alter role %s: %v", s.Name, err)
 	}
+}
+
+// Tables lists the tables of s, as the admin user sees them.
+func (s *Schema) Tables(t testing.TB) []string {
+	t.Helper()
+	return migratetest.Names(t, s.Admin,
+		`SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1`, s.Name)
 }
