@@ -42,6 +42,9 @@ type Decision struct {
 	RetryAfter time.Duration
 	// ResetAfter is how long until the budget is full again.
 	ResetAfter time.Duration
+	// Fallback reports that a Resilient's fallback limiter decided, not its
+	// primary: the budget was not the shared one.
+	Fallback bool
 }
 
 // ErrInvalidPolicy is returned for a policy that cannot be evaluated: a
