@@ -333,11 +333,46 @@ type Redis struct {
 	TLS             RedisTLS `koanf:"tls"`
 }
 
-// RateLimit is the rate_limit section.
+// RateLimit is the rate_limit section: enforcement of the keys' rate-limit
+// policies on the control plane's public verify API (apiKeys:verify and
+// :batchVerify; the sidecar protocol never counts, the sidecar does).
 type RateLimit struct {
-	Enabled bool             `koanf:"enabled"`
+	// Enabled is checked per request, as in Talos.
+	Enabled bool `koanf:"enabled"`
+	// Backend memory (per process) or redis (shared; uses cache.redis).
 	Backend RateLimitBackend `koanf:"backend"`
+	// FailureMode says what a verify does when the limiter fails: open
+	// (allow, as Talos) or closed (answer unavailable).
+	FailureMode RateLimitFailureMode `koanf:"failure_mode"`
+	Memory      RateLimitMemory      `koanf:"memory"`
+	Redis       RateLimitRedis       `koanf:"redis"`
 }
+
+// RateLimitMemory is rate_limit.memory and proxy.rate_limit.memory.
+type RateLimitMemory struct {
+	// MaxKeys bounds the keys with limiter state; a key forgotten when the
+	// table is full starts again with a full budget.
+	MaxKeys int `koanf:"max_keys"`
+}
+
+// RateLimitRedis is rate_limit.redis and proxy.rate_limit.redis.
+type RateLimitRedis struct {
+	// KeyPrefix namespaces the limiter's keys in Redis.
+	KeyPrefix string `koanf:"key_prefix"`
+}
+
+// RateLimitFailureMode is rate_limit.failure_mode and
+// proxy.rate_limit.failure_mode.
+type RateLimitFailureMode string
+
+// Rate-limit failure modes.
+const (
+	// RateLimitFailOpen allows a request the limiter cannot decide on,
+	// without the RateLimit header (Talos's behaviour).
+	RateLimitFailOpen RateLimitFailureMode = "open"
+	// RateLimitFailClosed answers it as unavailable (503), not as limited.
+	RateLimitFailClosed RateLimitFailureMode = "closed"
+)
 
 // LastUsed is the last_used section: batched last-used-time updates.
 type LastUsed struct {
@@ -582,7 +617,12 @@ func Defaults() Config {
 			},
 			Redis: defaultRedis(Duration(3 * time.Second)),
 		},
-		RateLimit: RateLimit{Backend: RateLimitBackendMemory},
+		RateLimit: RateLimit{
+			Backend:     RateLimitBackendMemory,
+			FailureMode: RateLimitFailOpen,
+			Memory:      RateLimitMemory{MaxKeys: 1_000_000},
+			Redis:       RateLimitRedis{KeyPrefix: "talos:rl:"},
+		},
 		LastUsed: LastUsed{
 			QueueSize:     10000,
 			FlushSize:     100,
@@ -640,6 +680,14 @@ func Defaults() Config {
 			Limits:            ProxyLimits{Limits: defaultLimits(), MaxMessageBytes: defaultMaxMessage},
 			Shutdown:          Shutdown{DrainDelay: Duration(5 * time.Second), Timeout: Duration(10 * time.Second)},
 			Readiness:         ProxyReadiness{WaitForUpstream: true},
+			RateLimit: ProxyRateLimit{
+				Backend:     RateLimitBackendMemory,
+				FailureMode: RateLimitFailOpen,
+				Fallback:    ProxyRateLimitFallbackMemory,
+				Headers:     true,
+				Memory:      RateLimitMemory{MaxKeys: 1_000_000},
+				Redis:       RateLimitRedis{KeyPrefix: "talos:rl:"},
+			},
 		},
 	}
 }

@@ -155,7 +155,7 @@ func TestLoad_TalosConfig(t *testing.T) {
 			TLS:             config.RedisTLS{Enabled: true, MinVersion: config.TLSVersion12},
 		},
 	}
-	want.RateLimit = config.RateLimit{Enabled: true, Backend: config.RateLimitBackendRedis}
+	want.RateLimit.Enabled, want.RateLimit.Backend = true, config.RateLimitBackendRedis
 	want.LastUsed = config.LastUsed{QueueSize: 20000, FlushSize: 200, FlushInterval: config.Duration(time.Minute), NumWorkers: 8}
 	want.Log = config.Log{Level: config.LogLevelDebug, Format: config.LogFormatText}
 	want.Tracing = config.Tracing{

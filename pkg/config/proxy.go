@@ -69,7 +69,46 @@ type Proxy struct {
 	// Shutdown is the drain on SIGTERM (see [Shutdown]).
 	Shutdown  Shutdown       `koanf:"shutdown"`
 	Readiness ProxyReadiness `koanf:"readiness"`
+	// RateLimit enforces the keys' rate-limit policies on every allowed
+	// check, cache hits included.
+	RateLimit ProxyRateLimit `koanf:"rate_limit"`
 }
+
+// ProxyRateLimit is proxy.rate_limit.
+type ProxyRateLimit struct {
+	// Enabled counts every allowed check against its key's policy.
+	// Default false (policies are then ignored by the sidecar).
+	Enabled bool `koanf:"enabled"`
+	// Backend memory (per sidecar: N sidecars allow N x quota) or redis
+	// (shared by the sidecars of one Redis; uses proxy.cache.redis).
+	Backend RateLimitBackend `koanf:"backend"`
+	// FailureMode applies when the limiter cannot decide (Redis down and no
+	// fallback): open allows without the RateLimit header, closed answers 503.
+	FailureMode RateLimitFailureMode `koanf:"failure_mode"`
+	// Fallback memory keeps limiting per sidecar while Redis is down;
+	// none leaves the decision to FailureMode.
+	Fallback ProxyRateLimitFallback `koanf:"fallback"`
+	// Headers adds RateLimit-Policy and RateLimit to allows (and RateLimit
+	// to 429s). Default true.
+	Headers bool `koanf:"headers"`
+	// CostHeader, when set, is a request header (lowercase) whose value is
+	// the cost of an HTTP-mode check; the proxy in front must set it itself
+	// (overwriting what the client sent). "" (default): every HTTP-mode check
+	// costs 1. ext_authz checks take the cost from the route's context
+	// extension talos.cost.
+	CostHeader string          `koanf:"cost_header"`
+	Memory     RateLimitMemory `koanf:"memory"`
+	Redis      RateLimitRedis  `koanf:"redis"`
+}
+
+// ProxyRateLimitFallback is proxy.rate_limit.fallback.
+type ProxyRateLimitFallback string
+
+// Rate-limit fallbacks.
+const (
+	ProxyRateLimitFallbackMemory ProxyRateLimitFallback = "memory"
+	ProxyRateLimitFallbackNone   ProxyRateLimitFallback = "none"
+)
 
 // ProxyInvalidation is proxy.invalidation.
 type ProxyInvalidation struct {
@@ -204,6 +243,9 @@ func (c Config) ValidateProxy() error {
 		subtle.ConstantTimeCompare([]byte(r.Secret.Value()), []byte(c.Secrets.HMAC.Current.Value())) == 1 {
 		// The sidecars must never hold what verifies keys.
 		fail("proxy.cache.redis.secret", "must not be the HMAC secret (secrets.hmac.current): give the sidecars a secret of their own")
+	}
+	if rl := c.Proxy.RateLimit; rl.Enabled && rl.Backend == RateLimitBackendRedis && !c.Proxy.Cache.Redis.Enabled {
+		fail("proxy.rate_limit.backend", "redis needs proxy.cache.redis.enabled (the limiter uses that Redis)")
 	}
 	checkLog(c.Log, fail)
 	return errors.Join(errs...)

@@ -31,6 +31,7 @@ func proxyYAML() config.Config {
 	want.Log = config.Log{Level: config.LogLevelWarn, Format: config.LogFormatText}
 	want.Proxy = config.Proxy{
 		Upstream:        "talos-control-plane.talos.svc:4421",
+		RateLimit:       config.Defaults().Proxy.RateLimit,
 		UpstreamToken:   config.NewSecret(testToken),
 		UpstreamTimeout: config.Duration(750 * time.Millisecond),
 		UpstreamRetries: 3,
@@ -124,6 +125,11 @@ func TestLoadProxy_Defaults(t *testing.T) {
 		Limits:            config.ProxyLimits{Limits: config.Limits{MaxConnections: 4096, MaxConcurrentStreams: 100}, MaxMessageBytes: 1 << 20},
 		Shutdown:          config.Shutdown{DrainDelay: config.Duration(5 * time.Second), Timeout: config.Duration(10 * time.Second)},
 		Readiness:         config.ProxyReadiness{WaitForUpstream: true},
+		RateLimit: config.ProxyRateLimit{
+			Backend: config.RateLimitBackendMemory, FailureMode: config.RateLimitFailOpen,
+			Fallback: config.ProxyRateLimitFallbackMemory, Headers: true,
+			Memory: config.RateLimitMemory{MaxKeys: 1_000_000}, Redis: config.RateLimitRedis{KeyPrefix: "talos:rl:"},
+		},
 	}
 	if diff := cmp.Diff(want, p, equateEmpty); diff != "" {
 		t.Errorf("proxy defaults mismatch (-want +got):\n%s", diff)
@@ -728,5 +734,20 @@ func TestReflectionOn(t *testing.T) {
 		if got := (config.ProxyListener{Host: c.host, Reflection: c.setting}).ReflectionOn(); got != c.want {
 			t.Errorf("proxy.extauthz host %q setting %v: %v, want %v", c.host, c.setting, got, c.want)
 		}
+	}
+}
+
+func TestValidateProxy_RateLimitRedisNeedsRedis(t *testing.T) {
+	t.Parallel()
+	c := config.Defaults()
+	c.Proxy.RateLimit.Enabled = true
+	c.Proxy.RateLimit.Backend = config.RateLimitBackendRedis
+	err := c.ValidateProxy()
+	if err == nil || !strings.Contains(err.Error(), "proxy.rate_limit.backend") {
+		t.Fatalf("ValidateProxy() = %v, want a proxy.rate_limit.backend error", err)
+	}
+	c.Proxy.RateLimit.Backend = config.RateLimitBackendMemory
+	if err := c.ValidateProxy(); err != nil {
+		t.Fatalf("memory backend: %v", err)
 	}
 }

@@ -16,7 +16,6 @@ var notYetSupported = []struct {
 	{"serve.http.cors", "CORS is not implemented yet; no CORS headers are sent"},
 	{"serve.http.trust_forwarded_host", "X-Forwarded-Host is only used for tenant routing, which is not implemented yet"},
 	{"cache", "caching is not implemented in the control plane yet"},
-	{"rate_limit", "rate-limit enforcement is not implemented yet; policies are stored but not enforced"},
 	{"last_used.num_workers", "one writer flushes last-used times; num_workers has no effect"},
 	{"tracing", "tracing is not implemented yet"},
 	{"quota", "quotas are not enforced yet"},

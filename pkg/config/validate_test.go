@@ -231,7 +231,6 @@ func TestConfig_Unsupported(t *testing.T) {
 		"serve.http.cors.allowed_origins: CORS is not implemented yet; no CORS headers are sent",
 		"cache.type=redis: caching is not implemented in the control plane yet",
 		"cache.redis.password: caching is not implemented in the control plane yet",
-		"rate_limit.enabled=true: rate-limit enforcement is not implemented yet; policies are stored but not enforced",
 		"last_used.num_workers=2: one writer flushes last-used times; num_workers has no effect",
 		"tracing.enabled=true: tracing is not implemented yet",
 		"quota.api_keys_max=10: quotas are not enforced yet",
