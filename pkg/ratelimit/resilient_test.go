@@ -185,7 +185,9 @@ func TestResilientOneTrial(t *testing.T) {
 	})
 }
 
-type switcher struct{ p *atomic.Pointer[ratelimit.Limiter] }
+type switcher struct {
+	p *atomic.Pointer[ratelimit.Limiter]
+}
 
 func (s switcher) Allow(ctx context.Context, k string, p credential.RatePolicy, c int64) (ratelimit.Decision, error) {
 	return (*s.p.Load()).Allow(ctx, k, p, c)
