@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -219,5 +220,55 @@ func TestE2E_RateLimitDisabledReportsPolicy(t *testing.T) {
 		if h.Get("RateLimit-Policy") != `"default";q=1;w=60` || h.Get("RateLimit") != "" || h.Get("Retry-After") != "" {
 			t.Fatalf("verify %d: headers %v", i+1, h)
 		}
+	}
+}
+
+// deadRedis is a listener that accepts and at once closes every
+// connection: a Redis that is down. It is held until the test ends.
+func deadRedis(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestE2E_RateLimitRedisDown: with the limiter's Redis down, failure_mode
+// open verifies without rate-limit state (but with the policy), closed
+// answers 503 UNAVAILABLE.
+func TestE2E_RateLimitRedisDown(t *testing.T) {
+	addr := deadRedis(t)
+	for _, mode := range []string{"open", "closed"} {
+		t.Run(mode, func(t *testing.T) {
+			srv := startServer(t, "TALOS_RATE_LIMIT_ENABLED=true", "TALOS_RATE_LIMIT_BACKEND=redis",
+				"TALOS_CACHE_REDIS_ADDRS="+addr, "TALOS_CACHE_REDIS_TIMEOUT=200ms", "TALOS_RATE_LIMIT_FAILURE_MODE="+mode)
+			key := issueWithQuota(t, sdk(srv.http), 1)
+			for i := range 3 {
+				code, h, m := rawVerify(t, srv.http, "/v2alpha1/admin/apiKeys:verify", `{"credential":"`+key+`"}`)
+				if mode == "closed" {
+					if e, _ := m["error"].(map[string]any); code != http.StatusServiceUnavailable || e["status"] != "UNAVAILABLE" {
+						t.Fatalf("closed, verify %d: %d %v, want 503 UNAVAILABLE", i+1, code, m)
+					}
+					continue
+				}
+				if code != http.StatusOK || m["is_valid"] != true || m["rate_limit_remaining"] != nil || m["rate_limit_reset_time"] != nil {
+					t.Fatalf("open, verify %d: %d %v, want valid without rate-limit state", i+1, code, m)
+				}
+				if h.Get("RateLimit") != "" || h.Get("RateLimit-Policy") != `"default";q=1;w=60` {
+					t.Fatalf("open, verify %d: headers %v", i+1, h)
+				}
+			}
+		})
 	}
 }
