@@ -158,6 +158,14 @@ func checkReport(t *testing.T, o options, rep *report) {
 		if len(rep.Goals) < 2 {
 			t.Errorf("goals not evaluated: %+v", rep.Goals)
 		}
+	case "l1-hit-ratelimited":
+		want := 2 // memory: throughput and p99
+		if o.redis != "" {
+			want++ // redis: throughput
+		}
+		if len(rep.Goals) < want {
+			t.Errorf("goals not evaluated: %+v", rep.Goals)
+		}
 	case "mixed":
 		if rep.Published == nil || rep.Points[0].Classes["verify"].Requests == 0 || rep.Points[0].Classes["issue"].Requests == 0 {
 			t.Errorf("mixed profile: published %+v, classes %+v", rep.Published, rep.Points[0].Classes)

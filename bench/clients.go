@@ -225,9 +225,16 @@ func (a *adminClient) call(ctx context.Context, path string, in any, want int, o
 }
 
 type issueRequest struct {
-	Name    string   `json:"name"`
-	ActorID string   `json:"actor_id"`
-	Scopes  []string `json:"scopes"`
+	Name       string      `json:"name"`
+	ActorID    string      `json:"actor_id"`
+	Scopes     []string    `json:"scopes"`
+	RatePolicy *ratePolicy `json:"rate_limit_policy,omitempty"`
+}
+
+// ratePolicy is a key's rate_limit_policy.
+type ratePolicy struct {
+	Quota  int64  `json:"quota"`
+	Window string `json:"window"`
 }
 
 type issueResponse struct {
@@ -239,8 +246,13 @@ type issueResponse struct {
 
 // issue issues a key and returns its secret.
 func (a *adminClient) issue(ctx context.Context) (string, error) {
+	return a.issueWith(ctx, nil)
+}
+
+// issueWith issues a key with the rate-limit policy pol (nil: none).
+func (a *adminClient) issueWith(ctx context.Context, pol *ratePolicy) (string, error) {
 	var out issueResponse
-	err := a.call(ctx, "/v2alpha1/admin/issuedApiKeys", issueRequest{Name: "bench", ActorID: "bench-actor", Scopes: []string{"orders:read"}}, http.StatusCreated, &out)
+	err := a.call(ctx, "/v2alpha1/admin/issuedApiKeys", issueRequest{Name: "bench", ActorID: "bench-actor", Scopes: []string{"orders:read"}, RatePolicy: pol}, http.StatusCreated, &out)
 	if err == nil && (out.Secret == "" || out.IssuedAPIKey.KeyID == "") {
 		err = errors.New("issue: no secret or key ID in the response")
 	}
@@ -365,9 +377,14 @@ const setupConcurrency = 64
 
 // issueKeys issues n keys.
 func (a *adminClient) issueKeys(ctx context.Context, n int) ([]string, error) {
+	return a.issueKeysWith(ctx, n, nil)
+}
+
+// issueKeysWith issues n keys with the rate-limit policy pol.
+func (a *adminClient) issueKeysWith(ctx context.Context, n int, pol *ratePolicy) ([]string, error) {
 	out := make([]string, n)
 	err := parallel(ctx, n, setupConcurrency, func(ctx context.Context, i int) error {
-		s, err := a.issue(ctx)
+		s, err := a.issueWith(ctx, pol)
 		out[i] = s
 		return err
 	})
@@ -485,6 +502,9 @@ var sidecarSources = []struct {
 	{"jwt_local", "talos_proxy_jwt_local_verifications_total", nil},
 	{"upstream_calls", "talos_proxy_upstream_calls_total", nil},
 	{"upstream_errors", "talos_proxy_upstream_errors_total", nil},
+	{"ratelimit_allowed", "talos_ratelimit_decisions_total", []string{`where="sidecar"`, `result="allowed"`}},
+	{"ratelimit_limited", "talos_ratelimit_decisions_total", []string{`where="sidecar"`, `result="limited"`}},
+	{"ratelimit_errors", "talos_ratelimit_decisions_total", []string{`where="sidecar"`, `result="error"`}},
 }
 
 // sourceDelta returns how the sidecar counters moved from a to b.

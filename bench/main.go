@@ -112,7 +112,7 @@ var quickSizes = sizes{
 }
 
 // scenarioNames lists every scenario in run order.
-var scenarioNames = []string{"l1-hit", "l2-redis", "miss-sqlite", "miss-postgres", "miss-mtls", "jwt", "mixed", "verify-tls", "revocation", "memory"}
+var scenarioNames = []string{"l1-hit", "l1-hit-ratelimited", "l2-redis", "miss-sqlite", "miss-postgres", "miss-mtls", "jwt", "mixed", "verify-tls", "revocation", "memory"}
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)

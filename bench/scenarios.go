@@ -52,6 +52,14 @@ func scenarios() []scenario {
 			run: runL1Hit,
 		},
 		{
+			name: "l1-hit-ratelimited", title: "ext_authz Check, L1 hit, rate limit counted",
+			about: "The l1-hit workload (gRPC) on keys with a rate-limit policy too large to refuse anything, so every check is an L1 hit that " +
+				"also spends one unit at the limiter: once with proxy.rate_limit.backend memory, once with redis (one EVALSHA per check), " +
+				"both alternating with the no-op in the same run. Goals: memory ≥ 0.85× the no-op's throughput and ≤ 1.25× its p99; " +
+				"redis ≥ 0.5× the no-op's throughput. Without -redis only the memory backend is measured.",
+			run: runL1HitRateLimited,
+		},
+		{
 			name: "l2-redis", title: "L1 miss, Redis hit", needs: "redis",
 			about: "A second sidecar with the smallest L1 budget (1 MiB, a few thousand entries) cycles over many keys that a first sidecar " +
 				"has already put into the shared Redis cache, so most verdicts come from Redis. The sidecar's counters say how many really did.",
@@ -164,6 +172,121 @@ func runL1Hit(ctx context.Context, r *runner, fl *fleet, rep *report) error {
 		"grew by at least 99% of the requests sent (see `sources` in the JSON).")
 	rep.Goals = l1Goals(rep)
 	return nil
+}
+
+// runL1HitRateLimited: the L1-hit workload with the limiter on every check.
+func runL1HitRateLimited(ctx context.Context, r *runner, fl *fleet, rep *report) error {
+	dsn, err := sqliteDSN(fl)
+	if err != nil {
+		return err
+	}
+	cp, err := r.startControlPlane(ctx, fl, dsn)
+	if err != nil {
+		return err
+	}
+	// A policy no benchmark can exhaust: a billion per second.
+	keys, err := cp.admin.issueKeysWith(ctx, r.o.sizes.hotKeys, &ratePolicy{Quota: 1_000_000_000, Window: "1s"})
+	if err != nil {
+		return err
+	}
+	reqs := checkRequests(keys)
+	backends := []struct {
+		name string
+		env  []string
+	}{{"memory", []string{"TALOS_PROXY_RATE_LIMIT_ENABLED=true", "TALOS_PROXY_RATE_LIMIT_BACKEND=memory"}}}
+	if r.o.redis != "" {
+		prefix := "talos-bench:" + randomHex(6) + ":"
+		fl.add(redisCleanup(r.o.redis, prefix))
+		backends = append(backends, struct {
+			name string
+			env  []string
+		}{"redis", []string{"TALOS_PROXY_RATE_LIMIT_ENABLED=true", "TALOS_PROXY_RATE_LIMIT_BACKEND=redis",
+			"TALOS_PROXY_RATE_LIMIT_REDIS_KEY_PREFIX=" + prefix + "rl:",
+			"TALOS_PROXY_CACHE_REDIS_ENABLED=true", "TALOS_PROXY_CACHE_REDIS_ADDRS=" + r.o.redis, "TALOS_PROXY_CACHE_REDIS_KEY_PREFIX=" + prefix,
+			"TALOS_PROXY_CACHE_REDIS_SECRET=bench-redis-secret-0123456789abcdef0123"}})
+	} else {
+		rep.note("The redis backend was not measured: set -redis or TALOS_TEST_REDIS_ADDR.")
+	}
+	for _, b := range backends {
+		sc, err := r.startSidecar(ctx, fl, "sidecar ("+b.name+" limiter)", cp.grpc, b.env...)
+		if err != nil {
+			return err
+		}
+		if _, err := r.checkAll(ctx, sc.check, reqs, true); err != nil {
+			return err
+		}
+		if err := r.runSeries(ctx, rep, series{
+			label: rateLimitedLabel(b.name, len(keys)), transport: "grpc", work: cycling(checkOp(sc.check, reqs, false, true)),
+			rates: r.o.rates, procs: []*proc{sc.proc}, metrics: sc.metrics, alternate: true,
+		}); err != nil {
+			return err
+		}
+		if err := sc.proc.stop(); err != nil {
+			return err
+		}
+	}
+	if err := rep.checkSources(targetSidecar, "l1_hits", 0.99); err != nil {
+		return err
+	}
+	if err := rep.checkSources(targetSidecar, "ratelimit_allowed", 0.99); err != nil {
+		return err
+	}
+	rep.note("Every sidecar point was answered from the L1 and counted by the limiter: talos_proxy_cache_lookups_total{layer=\"memory\",result=\"hit\"} " +
+		"and talos_ratelimit_decisions_total{where=\"sidecar\",result=\"allowed\"} each grew by at least 99% of the requests sent (see `sources`).")
+	rep.Goals = rateLimitedGoals(rep, len(keys), len(backends))
+	return nil
+}
+
+func rateLimitedLabel(backend string, keys int) string {
+	return fmt.Sprintf("hot set of %d issued keys, %s limiter", keys, backend)
+}
+
+// rateLimitedGoals: memory ≥ 0.85× and ≤ 1.25× p99 (the L1-hit goals),
+// redis ≥ 0.5× the no-op's closed-loop throughput.
+func rateLimitedGoals(rep *report, keys, backends int) []goal {
+	var goals []goal
+	for i, b := range []string{"memory", "redis"}[:backends] {
+		label := rateLimitedLabel(b, keys)
+		minRatio := []float64{0.85, 0.5}[i]
+		var closed point
+		found := false
+		worst, judged := 0.0, ""
+		for _, p := range rep.Points {
+			if p.Target != targetSidecar || p.Label != label || p.Skipped != "" {
+				continue
+			}
+			if p.Mode == "closed" || p.TargetRPS == 0 {
+				closed, found = p, true
+				continue
+			}
+			if b == "memory" && p.Ratio != nil && p.Ratio.P99 > 0 {
+				base := rep.baselineOf(p)
+				if found && p.TargetRPS > saturationShare*rep.baselineOf(closed).AchievedRPS {
+					continue
+				}
+				worst = math.Max(worst, p.Ratio.P99)
+				judged += fmt.Sprintf("%s/s: %.2f× (%s vs %s ms); ", thousands(p.TargetRPS), p.Ratio.P99, msText(p.Latency.P99), msText(base.Latency.P99))
+			}
+		}
+		if found {
+			base := rep.baselineOf(closed)
+			if base.AchievedRPS > 0 {
+				rt := closed.AchievedRPS / base.AchievedRPS
+				goals = append(goals, goal{
+					Name: "L1-hit rate-limited throughput, " + b + " limiter", Target: fmt.Sprintf("≥ %.2f× no-op", minRatio),
+					Measured: fmt.Sprintf("%.2f× (%s vs %s req/s, closed loop)", rt, thousands(closed.AchievedRPS), thousands(base.AchievedRPS)),
+					Met:      rt >= minRatio,
+				})
+			}
+		}
+		if judged != "" {
+			goals = append(goals, goal{
+				Name: "L1-hit rate-limited p99 at fixed rates, " + b + " limiter", Target: "≤ 1.25× no-op",
+				Measured: fmt.Sprintf("worst %.2f× — %s", worst, strings.TrimSuffix(judged, "; ")), Met: worst <= 1.25,
+			})
+		}
+	}
+	return goals
 }
 
 // saturationShare is the share of the no-op's closed-loop maximum up to

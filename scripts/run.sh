@@ -37,4 +37,6 @@ cat >&2 <<'MSG'
 #  set secrets.hmac.current (>= 32 chars) from a secret store instead.         #
 ################################################################################
 MSG
+# The sidecar enforces rate-limit policies (the README walkthrough shows a 429).
+export TALOS_PROXY_RATE_LIMIT_ENABLED="${TALOS_PROXY_RATE_LIMIT_ENABLED:-true}"
 exec ./bin/talos serve --with-proxy --config "$cfg"

@@ -88,6 +88,7 @@ proxy:
   http: {host: 127.0.0.1, port: 0}
   metrics: {host: 127.0.0.1, port: 0}
   shutdown: {drain_delay: 0s}
+  rate_limit: {enabled: true} # as scripts/run.sh sets it
 `, 0o600)
 	srv, _ := launchServer(t, []string{"serve", "--with-proxy", "--config", cfg}, nil)
 	env := []string{
