@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -26,6 +28,7 @@ import (
 	"github.com/talos-project/talos/pkg/credential"
 	"github.com/talos-project/talos/pkg/ratelimit"
 	"github.com/talos-project/talos/pkg/ratelimit/memory"
+	rlredis "github.com/talos-project/talos/pkg/ratelimit/redis"
 	listenlimits "github.com/talos-project/talos/pkg/serve"
 	"github.com/talos-project/talos/pkg/telemetry"
 	"github.com/talos-project/talos/pkg/token"
@@ -103,17 +106,31 @@ type plane struct {
 	// committed fires after every committed write of the keys service, to
 	// wake the outbox tailer.
 	committed *outbox.Signal
+	// closers release what the plane opened besides the stores (the rate
+	// limiter's Redis client).
+	closers []func()
 }
 
 func (p *plane) close() {
+	for _, c := range p.closers {
+		c()
+	}
 	if p.replica != nil {
 		p.replica.Close()
 	}
 	p.store.Close()
 }
 
-// buildPlane opens the store and builds the keys service from cfg.
+// buildPlane opens the store and builds the keys service from cfg, without
+// a rate limiter (for commands that verify nothing).
 func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (*plane, error) {
+	return buildServingPlane(ctx, cfg, log, migrate, nil)
+}
+
+// buildServingPlane is buildPlane for talos serve. With reg, the keys' rate-limit policies are enforced on the public verify API
+// when rate_limit.enabled, and the limiter's metrics go to reg; without (a
+// command that verifies nothing), no limiter is built.
+func buildServingPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool, reg prometheus.Registerer) (*plane, error) {
 	secrets, err := secretSet(cfg)
 	if err != nil {
 		return nil, err
@@ -153,6 +170,14 @@ func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrat
 		revokeLimiter = memory.New(memory.Options{MaxKeys: rt.MaxClients})
 		revokePolicy = credential.RatePolicy{Quota: rt.Burst, Window: time.Duration(rt.Burst) * rt.Interval.D(), Unit: "failures"}
 	}
+	var deps keys.Deps
+	if reg != nil && cfg.RateLimit.Enabled {
+		if err := keysLimiter(cfg, log, reg, p, &deps); err != nil {
+			p.close()
+			return nil, err
+		}
+	}
+	rl := cfg.RateLimit
 	svc, err := keys.New(keys.Options{
 		Issuer:                cfg.Credentials.Issuer,
 		Format:                keys.Format(ak.Format),
@@ -178,13 +203,84 @@ func buildPlane(ctx context.Context, cfg config.Config, log *slog.Logger, migrat
 		},
 		Imported:           keys.ImportPolicy{MinLength: ik.MinLength, MinEntropyBits: ik.MinEntropyBits, AllowWeak: ik.AllowWeak},
 		SelfRevokeThrottle: revokePolicy,
-	}, keys.Deps{Store: outbox.Notifying(st, p.committed), Replica: replica, Secrets: secrets, Logger: log, RevokeLimiter: revokeLimiter})
+		RateLimit: keys.RateLimitOptions{
+			// The project has no configuration reload, so this is the
+			// value at start; the service asks it on every request.
+			Enabled:    func() bool { return rl.Enabled },
+			FailClosed: rl.FailureMode == config.RateLimitFailClosed,
+		},
+	}, keys.Deps{
+		Store: outbox.Notifying(st, p.committed), Replica: replica, Secrets: secrets, Logger: log, RevokeLimiter: revokeLimiter,
+		Limiter: deps.Limiter, OnRateLimit: deps.OnRateLimit,
+	})
 	if err != nil {
 		p.close()
 		return nil, err
 	}
 	p.keys = svc
 	return p, nil
+}
+
+// keysLimiter builds the limiter of the keys' rate-limit policies
+// (rate_limit.backend) into deps: memory, or Redis on cache.redis behind a
+// circuit breaker without fallback, so that a dead Redis fails fast into
+// rate_limit.failure_mode.
+func keysLimiter(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, p *plane, deps *keys.Deps) error {
+	rl := cfg.RateLimit
+	backend := string(rl.Backend)
+	if backend == "" {
+		backend = string(config.RateLimitBackendMemory)
+	}
+	switch config.RateLimitBackend(backend) {
+	case config.RateLimitBackendMemory:
+		deps.Limiter = memory.New(memory.Options{MaxKeys: rl.Memory.MaxKeys})
+	case config.RateLimitBackendRedis:
+		c, err := rateLimitRedis(cfg.Cache.Redis, log)
+		if err != nil {
+			return err
+		}
+		p.closers = append(p.closers, func() { _ = c.Close() })
+		deps.Limiter = ratelimit.NewResilient(rlredis.New(c, rlredis.Options{KeyPrefix: rl.Redis.KeyPrefix, Timeout: cfg.Cache.Redis.Timeout.D()}), ratelimit.ResilientOptions{
+			OnStateChange: func(open bool) {
+				if open {
+					log.Warn("rate limiter: Redis is failing; verifications follow rate_limit.failure_mode", slog.String("failure_mode", string(rl.FailureMode)))
+				} else {
+					log.Info("rate limiter: Redis answers again")
+				}
+			},
+		})
+	default:
+		return fmt.Errorf("rate_limit.backend: unknown backend %q", backend)
+	}
+	obs, err := grpcapi.NewRateLimitMetrics(reg, backend)
+	if err != nil {
+		return err
+	}
+	deps.OnRateLimit = obs
+	return nil
+}
+
+// rateLimitRedis is a go-redis client on cache.redis, tuned as the sidecar's
+// shared cache is (one dial, one retry, the caller's deadline honoured).
+func rateLimitRedis(r config.Redis, log *slog.Logger) (goredis.UniversalClient, error) {
+	if len(r.Addrs) == 0 {
+		return nil, fmt.Errorf("rate_limit.backend redis: cache.redis.addrs is empty")
+	}
+	t := r.Timeout.D()
+	u := &goredis.UniversalOptions{
+		Addrs: r.Addrs, Password: r.Password.Value(), DB: r.DB, PoolSize: r.PoolSize, MinIdleConns: r.MinIdleConns,
+		DialTimeout: t, ReadTimeout: t, WriteTimeout: t, PoolTimeout: t,
+		ConnMaxIdleTime: r.ConnMaxIdleTime.D(), ConnMaxLifetime: r.ConnMaxLifetime.D(),
+		DialerRetries: 1, MaxRetries: 1, ContextTimeoutEnabled: true,
+	}
+	tc, err := linkTLS("cache.redis.tls", r.TLS, log)
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		u.Dialer = tc.DialContext
+	}
+	return goredis.NewUniversalClient(u), nil
 }
 
 func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withProxy bool) error {
@@ -207,7 +303,8 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 	if err := cfg.RequireDSN(); err != nil {
 		return err
 	}
-	p, err := buildPlane(ctx, cfg, log, cfg.DB.MigrateOnStart())
+	registry := telemetry.NewRegistry()
+	p, err := buildServingPlane(ctx, cfg, log, cfg.DB.MigrateOnStart(), registry)
 	if err != nil {
 		return err
 	}
@@ -219,7 +316,6 @@ func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withP
 		return err
 	}
 
-	registry := telemetry.NewRegistry()
 	api := grpcapi.New(grpcapi.Deps{Keys: p.keys, Logger: log, Metrics: telemetry.NewVerifyMetrics(registry)})
 	// Unknown sources were already reported as configuration warnings.
 	src, _ := httpapi.ParseClientIPSource(cfg.Serve.HTTP.ClientIPSource)

@@ -196,12 +196,13 @@ func (s *Server) AdminBatchCreateImportedApiKeys(ctx context.Context, r *pb.Batc
 
 func (s *Server) AdminVerifyApiKey(ctx context.Context, r *pb.VerifyApiKeyRequest) (*pb.VerifyApiKeyResponse, error) {
 	start := time.Now()
-	res, err := s.keys.Verify(ctx, s.presented(ctx, r))
+	res, rs, err := s.keys.VerifyPublic(ctx, s.presented(ctx, r))
 	s.metrics.Observe(res.Type, err, time.Since(start))
 	if err != nil && !credential.IsVerdict(err) {
 		return nil, s.toStatus(ctx, "AdminVerifyApiKey", err)
 	}
-	return apiconv.VerifyResponse(res, err), nil
+	setRateHeaders(ctx, rs)
+	return withRate(apiconv.VerifyResponse(res, err), rs), nil
 }
 
 func (s *Server) AdminBatchVerifyApiKeys(ctx context.Context, r *pb.BatchVerifyApiKeysRequest) (*pb.BatchVerifyApiKeysResponse, error) {
@@ -210,7 +211,7 @@ func (s *Server) AdminBatchVerifyApiKeys(ctx context.Context, r *pb.BatchVerifyA
 		ps[i] = s.presented(ctx, req)
 	}
 	start := time.Now()
-	vs, err := s.keys.BatchVerify(ctx, ps)
+	vs, states, err := s.keys.BatchVerifyPublic(ctx, ps)
 	if err != nil {
 		return nil, s.toStatus(ctx, "AdminBatchVerifyApiKeys", err)
 	}
@@ -224,8 +225,9 @@ func (s *Server) AdminBatchVerifyApiKeys(ctx context.Context, r *pb.BatchVerifyA
 		if err != nil && !credential.IsVerdict(err) && credential.KindOf(err) != credential.ErrInvalidArgument {
 			return nil, s.toStatus(ctx, "AdminBatchVerifyApiKeys", err)
 		}
-		out.Results[i] = apiconv.VerifyResponse(v.Result, err)
+		out.Results[i] = withRate(apiconv.VerifyResponse(v.Result, err), states[i])
 	}
+	setBatchRetryAfter(ctx, states)
 	return out, nil
 }
 

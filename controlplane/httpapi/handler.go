@@ -97,7 +97,10 @@ func New(ctx context.Context, opts Options, deps Deps) (http.Handler, error) {
 		// X-Forwarded-For/Host, which the gateway always passes on; the
 		// auth rule reads none of it, see callerOf).
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
-		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		// Of the services' response headers only the rate-limit ones
+		// (RateLimit-Policy, RateLimit, Retry-After) reach the client,
+		// under their own names.
+		runtime.WithOutgoingHeaderMatcher(grpcapi.RateLimitHeader),
 		// No form-encoded POST is turned into a GET or another method
 		// (requireJSON refuses such bodies first anyway).
 		runtime.WithDisablePathLengthFallback(),

@@ -44,10 +44,11 @@ func (c *inProcess) register(desc *grpc.ServiceDesc, impl any) {
 
 // Invoke calls the method. The gateway's outgoing metadata becomes the
 // call's incoming metadata, as on the wire; the auth rule does not read it
-// (the caller travels in the request context, see callerOf). Call options
-// (header and trailer capture) are ignored: no service metadata is
-// forwarded to HTTP clients.
-func (c *inProcess) Invoke(ctx context.Context, method string, args, reply any, _ ...grpc.CallOption) error {
+// (the caller travels in the request context, see callerOf). Headers the
+// service sets (grpc.SetHeader) reach the grpc.Header call option, from
+// which the gateway forwards those its outgoing header matcher names;
+// trailers are dropped.
+func (c *inProcess) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
 	m, ok := c.methods[method]
 	if !ok {
 		return status.Error(codes.Unimplemented, "unknown method")
@@ -70,7 +71,14 @@ func (c *inProcess) Invoke(ctx context.Context, method string, args, reply any, 
 		proto.Merge(dst, in)
 		return nil
 	}
+	hs := &headerStream{method: method}
+	ctx = grpc.NewContextWithServerTransportStream(ctx, hs)
 	resp, err := m.handler(m.impl, ctx, dec, c.interceptor)
+	for _, o := range opts {
+		if h, ok := o.(grpc.HeaderCallOption); ok && h.HeaderAddr != nil {
+			*h.HeaderAddr = hs.md
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -84,3 +92,21 @@ func (c *inProcess) Invoke(ctx context.Context, method string, args, reply any, 
 func (c *inProcess) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOption) (grpc.ClientStream, error) {
 	return nil, status.Error(codes.Unimplemented, "streams are not served over HTTP")
 }
+
+// headerStream is the grpc.ServerTransportStream of an in-process call: it
+// keeps the headers the service sets.
+type headerStream struct {
+	method string
+	md     metadata.MD
+}
+
+func (h *headerStream) Method() string { return h.method }
+
+func (h *headerStream) SetHeader(md metadata.MD) error {
+	h.md = metadata.Join(h.md, md)
+	return nil
+}
+
+func (h *headerStream) SendHeader(md metadata.MD) error { return h.SetHeader(md) }
+
+func (h *headerStream) SetTrailer(metadata.MD) error { return nil }

@@ -76,6 +76,9 @@ type Options struct {
 	// when Deps.RevokeLimiter is set; the zero value is
 	// DefaultSelfRevokeThrottle.
 	SelfRevokeThrottle credential.RatePolicy
+	// RateLimit configures the enforcement of keys' rate-limit policies on
+	// VerifyPublic and BatchVerifyPublic, with Deps.Limiter.
+	RateLimit RateLimitOptions
 }
 
 // DefaultSelfRevokeThrottle allows 10 failed self-revokes per client address
@@ -102,6 +105,11 @@ type Deps struct {
 	// RevokeLimiter, when set, throttles failed self-revokes per client
 	// address (Options.SelfRevokeThrottle); nil does not throttle.
 	RevokeLimiter ratelimit.Limiter
+	// Limiter, when set, counts keys' rate-limit policies on the public
+	// verify API (Options.RateLimit); nil counts nothing.
+	Limiter ratelimit.Limiter
+	// OnRateLimit, when set, observes every Limiter call.
+	OnRateLimit RateObserver
 	// Now and Rand default to time.Now and crypto/rand.
 	Now  func() time.Time
 	Rand io.Reader
@@ -121,6 +129,9 @@ type Service struct {
 	used     *lastUsed
 
 	revokeLimiter ratelimit.Limiter
+	limiter       ratelimit.Limiter // keys' policies; nil: none counted
+	rlOpts        RateLimitOptions
+	onRate        RateObserver
 	// dummyHash is what a v2 secret is compared with when its key ID is not
 	// stored, so that a miss costs the comparison a hit does.
 	dummyHash []byte
@@ -171,6 +182,9 @@ func New(opts Options, deps Deps) (*Service, error) {
 		used:     newLastUsed(opts.LastUsed),
 
 		revokeLimiter: deps.RevokeLimiter,
+		limiter:       deps.Limiter,
+		rlOpts:        opts.RateLimit,
+		onRate:        deps.OnRateLimit,
 
 		derivedOpts: opts.Derived,
 		policy:      policy,

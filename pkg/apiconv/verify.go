@@ -2,6 +2,7 @@ package apiconv
 
 import (
 	"errors"
+	"time"
 
 	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
 	"github.com/talos-project/talos/pkg/credential"
@@ -45,6 +46,15 @@ func VerifyResponse(res credential.Result, err error) *pb.VerifyApiKeyResponse {
 	out.Audiences = res.Audiences
 	out.Conditions = res.Conditions
 	return out
+}
+
+// SetRateLimit fills the rate-limit state of a verification the limiter
+// decided on: the units left (0 once limited) and when the budget is full
+// again. A verification the limiter did not decide on (enforcement off, no
+// policy, a limiter failing open) leaves both fields out.
+func SetRateLimit(out *pb.VerifyApiKeyResponse, remaining int64, reset time.Time) {
+	out.RateLimitRemaining = &remaining
+	out.RateLimitResetTime = ts(reset)
 }
 
 func verifyMessage(err error, d errcode.Public) string {
