@@ -84,6 +84,7 @@ func (s *Server) serveCheck(w http.ResponseWriter, r *http.Request) {
 		if d.retryAfter != "" {
 			h["Retry-After"] = []string{d.retryAfter}
 		}
+		setRateLimitHeaders(h, d.policy, d.state)
 		w.WriteHeader(d.status)
 		_, _ = io.WriteString(w, d.body)
 		s.observe("http", v, d.status, start)
@@ -97,8 +98,22 @@ func (s *Server) serveCheck(w http.ResponseWriter, r *http.Request) {
 	if rm := s.httpToRemove(r, hs); len(rm) > 0 {
 		h["X-Envoy-Auth-Headers-To-Remove"] = []string{strings.Join(rm, ", ")}
 	}
+	setRateLimitHeaders(h, req.rl.policy, req.rl.state)
 	w.WriteHeader(http.StatusOK)
 	s.observe("http", v, http.StatusOK, start)
+}
+
+// setRateLimitHeaders sets RateLimit-Policy and RateLimit, each when not "".
+// On an HTTP-mode allow they are headers of the 200 for the proxy to copy
+// to the client (nginx auth_request_set + add_header, Caddy copy_headers):
+// they describe the client's budget, not anything for the upstream.
+func setRateLimitHeaders(h http.Header, policy, state string) {
+	if policy != "" {
+		h["Ratelimit-Policy"] = []string{policy}
+	}
+	if state != "" {
+		h["Ratelimit"] = []string{state}
+	}
 }
 
 // httpToRemove is checkToRemove for HTTP mode, where only Envoy's
