@@ -74,7 +74,7 @@ func newDenial(status int, reason, message, challenge string, retryAfter time.Du
 // decide is the decision shared by every transport. It returns the verdict
 // to observe and the denial, nil on allow. It asks the Authorizer only about
 // a usable credential.
-func (s *Server) decide(ctx context.Context, req *Request) (Verdict, *denial) {
+func (s *Server) decide(ctx context.Context, req *Request, rl *rateAnswer) (Verdict, *denial) {
 	if req.Problem != nil {
 		return Verdict{Err: req.Problem}, s.problemDenial(req.Problem)
 	}
@@ -104,7 +104,7 @@ func (s *Server) decide(ctx context.Context, req *Request) (Verdict, *denial) {
 		return v, s.static.condition
 	}
 	if v.Result.RatePolicy != nil && s.opts.RateLimiter != nil {
-		return s.limit(ctx, req, v)
+		return s.limit(ctx, req, v, rl)
 	}
 	return v, nil
 }
@@ -120,16 +120,16 @@ type rateAnswer struct {
 }
 
 // limit meters an otherwise allowed check against the verdict's policy.
-func (s *Server) limit(ctx context.Context, req *Request, v Verdict) (Verdict, *denial) {
+func (s *Server) limit(ctx context.Context, req *Request, v Verdict, rl *rateAnswer) (Verdict, *denial) {
 	p := *v.Result.RatePolicy
 	headers := !s.opts.OmitRateLimitHeaders
 	if headers {
-		req.rl.policy = ratelimit.PolicyValue(p)
+		rl.policy = ratelimit.PolicyValue(p)
 	}
 	if req.Cost > p.Quota {
 		// It can never pass: come back after a window, when the budget is
 		// full, and not even then.
-		return s.limited(v, req, ratelimit.Decision{RetryAfter: p.Window})
+		return s.limited(v, rl, ratelimit.Decision{RetryAfter: p.Window})
 	}
 	key := ratelimit.KeyOf(resultTenant(req, &v.Result), v.Result.KeyID)
 	d, err := s.opts.RateLimiter.Allow(ctx, key, p, req.Cost)
@@ -142,12 +142,12 @@ func (s *Server) limit(ctx context.Context, req *Request, v Verdict) (Verdict, *
 		return v, nil
 	}
 	if !d.Allowed {
-		return s.limited(v, req, d)
+		return s.limited(v, rl, d)
 	}
 	if headers {
-		req.rl.state = ratelimit.StateValue(d)
+		rl.state = ratelimit.StateValue(d)
 	}
-	req.rl.remaining, req.rl.metered = d.Remaining, true
+	rl.remaining, rl.metered = d.Remaining, true
 	return v, nil
 }
 
@@ -155,13 +155,13 @@ var errLimiterDown = &credential.Error{Kind: credential.ErrUnavailable, Reason: 
 	Message: "The rate limiter is unavailable."}
 
 // limited is the 429 of a refused request: built per check, never cached.
-func (s *Server) limited(v Verdict, req *Request, d ratelimit.Decision) (Verdict, *denial) {
+func (s *Server) limited(v Verdict, rl *rateAnswer, d ratelimit.Decision) (Verdict, *denial) {
 	pub := errcode.Lookup(credential.ErrRateLimited)
 	v.Err = &credential.Error{Kind: credential.ErrRateLimited, Reason: pub.Reason, Message: pub.Message, RetryAfter: d.RetryAfter}
 	den := newDenial(http.StatusTooManyRequests, pub.Reason, pub.Message, "", 0)
 	den.retryAfter = strconv.FormatInt(ratelimit.RetryAfterSeconds(d.RetryAfter), 10)
 	if !s.opts.OmitRateLimitHeaders {
-		den.policy, den.state = req.rl.policy, ratelimit.StateValue(d)
+		den.policy, den.state = rl.policy, ratelimit.StateValue(d)
 	}
 	return v, den
 }

@@ -74,7 +74,8 @@ func underPrefix(uri, prefix string) bool {
 func (s *Server) serveCheck(w http.ResponseWriter, r *http.Request) {
 	start := s.clock()
 	req := FromHTTP(r, &s.opts)
-	v, d := s.decide(r.Context(), &req)
+	var rl rateAnswer
+	v, d := s.decide(r.Context(), &req, &rl)
 	h := w.Header()
 	if d != nil {
 		h["Content-Type"] = []string{"application/json"}
@@ -98,7 +99,7 @@ func (s *Server) serveCheck(w http.ResponseWriter, r *http.Request) {
 	if rm := s.httpToRemove(r, hs); len(rm) > 0 {
 		h["X-Envoy-Auth-Headers-To-Remove"] = []string{strings.Join(rm, ", ")}
 	}
-	setRateLimitHeaders(h, req.rl.policy, req.rl.state)
+	setRateLimitHeaders(h, rl.policy, rl.state)
 	w.WriteHeader(http.StatusOK)
 	s.observe("http", v, http.StatusOK, start)
 }

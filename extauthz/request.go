@@ -66,9 +66,6 @@ type Request struct {
 	// undecided (503) whatever the credential: a misconfigured route never
 	// allows.
 	CostInvalid bool
-
-	// rl is what decide's rate limiting tells the client on allow.
-	rl rateAnswer
 }
 
 func costOf(v string) (int64, bool) {

@@ -189,11 +189,12 @@ func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g
 func (s *Server) Check(ctx context.Context, r *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := s.clock()
 	req := FromCheckRequest(r, &s.opts)
-	v, d := s.decide(ctx, &req)
+	var rl rateAnswer
+	v, d := s.decide(ctx, &req, &rl)
 	if d == nil {
 		resp := s.okResponse(r, &req, &v.Result, v.Memo)
-		if req.rl.policy != "" || req.rl.metered {
-			addRateLimit(resp, &req.rl)
+		if rl.policy != "" || rl.metered {
+			addRateLimit(resp, &rl)
 		}
 		s.observe("grpc", v, http.StatusOK, start)
 		return resp, nil
