@@ -81,7 +81,7 @@ func (s *Server) decide(ctx context.Context, req *Request, rl *rateAnswer) (Verd
 	if req.Credential == "" {
 		return Verdict{Err: errMissing}, s.static.missing
 	}
-	if req.CostInvalid {
+	if req.CostInvalid && s.opts.RateLimiter != nil {
 		s.logUnavailable(ctx, errBadCost)
 		return Verdict{Err: errBadCost}, s.static.unavailable
 	}

@@ -62,9 +62,9 @@ type Request struct {
 	// ExtensionCost and Options.CostHeader): 1 unless the route says
 	// otherwise; 0 meters without spending.
 	Cost int64
-	// CostInvalid: the route's cost is not an integer >= 0. The check is
-	// undecided (503) whatever the credential: a misconfigured route never
-	// allows.
+	// CostInvalid: the route's cost is not an integer >= 0. With rate
+	// limiting on, the check is undecided (503) whatever the credential: a
+	// misconfigured route never allows.
 	CostInvalid bool
 }
 
