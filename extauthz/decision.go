@@ -114,8 +114,11 @@ type rateAnswer struct {
 	// policy and state are the RateLimit-Policy and RateLimit values, ""
 	// for none.
 	policy, state string
-	// remaining is the units left when metered (the limiter decided).
+	// remaining is the units left when metered (the limiter decided);
+	// reset is how long until the budget is full again (allowed) or until
+	// the request may retry (refused).
 	remaining int64
+	reset     time.Duration
 	metered   bool
 }
 
@@ -147,7 +150,7 @@ func (s *Server) limit(ctx context.Context, req *Request, v Verdict, rl *rateAns
 	if headers {
 		rl.state = ratelimit.StateValue(d)
 	}
-	rl.remaining, rl.metered = d.Remaining, true
+	rl.remaining, rl.reset, rl.metered = d.Remaining, d.ResetAfter, true
 	return v, nil
 }
 
@@ -160,6 +163,7 @@ func (s *Server) limited(v Verdict, rl *rateAnswer, d ratelimit.Decision) (Verdi
 	v.Err = &credential.Error{Kind: credential.ErrRateLimited, Reason: pub.Reason, Message: pub.Message, RetryAfter: d.RetryAfter}
 	den := newDenial(http.StatusTooManyRequests, pub.Reason, pub.Message, "", 0)
 	den.retryAfter = strconv.FormatInt(ratelimit.RetryAfterSeconds(d.RetryAfter), 10)
+	rl.remaining, rl.reset, rl.metered = 0, d.RetryAfter, true
 	if !s.opts.OmitRateLimitHeaders {
 		den.policy, den.state = rl.policy, ratelimit.StateValue(d)
 	}

@@ -2,9 +2,11 @@ package extauthz_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -282,4 +284,47 @@ func FuzzParseCost(f *testing.F) {
 			t.Fatalf("ParseCost(%q) = %d, strconv says %d, %v", s, c, n, err)
 		}
 	})
+}
+
+// TestRateLimitVerifyProxy: the verify proxy counts like the control
+// plane's verify it stands in for.
+func TestRateLimitVerifyProxy(t *testing.T) {
+	lim := newCounting()
+	s := mustServer(t, limitedFake(), extauthz.Options{RateLimiter: lim})
+	srv := newTestHTTP(t, s)
+	verify := func() (*http.Response, map[string]any) {
+		t.Helper()
+		resp, err := http.Post(srv.URL+extauthz.VerifyPath, "application/json", strings.NewReader(`{"credential":"metered"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	for i, want := range []float64{1, 0} {
+		resp, body := verify()
+		if resp.StatusCode != http.StatusOK || body["is_valid"] != true || body["rate_limit_remaining"] != strconv.FormatFloat(want, 'f', -1, 64) ||
+			body["rate_limit_reset_time"] == nil || resp.Header.Get("RateLimit-Policy") != `"default";q=2;w=60` {
+			t.Fatalf("verify %d: %d %v %v", i+1, resp.StatusCode, resp.Header, body)
+		}
+	}
+	resp, body := verify()
+	if resp.StatusCode != http.StatusOK || body["is_valid"] != false || body["error_code"] != "VERIFICATION_ERROR_RATE_LIMITED" ||
+		body["rate_limit_remaining"] != "0" || resp.Header.Get("Retry-After") != "30" || resp.Header.Get("RateLimit-Policy") == "" {
+		t.Fatalf("verify 3: %d %v %v", resp.StatusCode, resp.Header, body)
+	}
+	// A key without a policy is not counted.
+	before := lim.calls()
+	r, err := http.Post(srv.URL+extauthz.VerifyPath, "application/json", strings.NewReader(`{"credential":"good"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if lim.calls() != before || r.Header.Get("RateLimit-Policy") != "" {
+		t.Errorf("a key without a policy was metered")
+	}
 }
