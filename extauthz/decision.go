@@ -53,7 +53,7 @@ type denial struct {
 	// policy and state are the RateLimit-Policy and RateLimit values of a
 	// rate-limit refusal, "" for none.
 	policy, state string
-	body       string
+	body          string
 	// unavailable: the check could not be decided (Options.UnavailableAsError).
 	unavailable bool
 	// check is the gRPC form of a denial built once in New; nil for denials
