@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/ratelimit"
 )
 
 // Authorizer decides on one presented credential. The sidecar pipeline
@@ -161,6 +162,30 @@ type Options struct {
 	// credential.ErrForbidden with reason INSUFFICIENT_SCOPE). It runs on
 	// the request path and must be safe for concurrent use.
 	Observe func(transport string, v Verdict, status int, elapsed time.Duration)
+	// RateLimiter, when set, meters every allow whose verdict carries a
+	// rate-limit policy (credential.Result.RatePolicy), after every other
+	// check has passed, so a denied request never spends quota. The key is
+	// ratelimit.KeyOf(tenant, key ID); the cost is Request.Cost. A refused
+	// request is a 429 TOO_MANY_REQUESTS with Retry-After; a cost above the
+	// quota can never pass and is refused with Retry-After = the window.
+	// Nil: no rate limiting.
+	RateLimiter ratelimit.Limiter
+	// RateLimitFailClosed answers a check whose limiter failed (backend
+	// down and no fallback) with the 503 undecided deny. Default false:
+	// allow it, with RateLimit-Policy but without RateLimit.
+	RateLimitFailClosed bool
+	// OmitRateLimitHeaders leaves RateLimit-Policy and RateLimit out of
+	// answers (a 429 keeps its Retry-After). Default false: allows add them
+	// to the client's response (gRPC response_headers_to_add; HTTP mode:
+	// headers of the 200), and a 429 carries them.
+	OmitRateLimitHeaders bool
+	// CostHeader, in HTTP mode, is the lowercase request header whose
+	// decimal integer value (>= 0) is the cost of the check; the proxy must
+	// set or clear it, as a client that sends its own chooses its cost. An
+	// invalid or repeated value is an undecided check (503). Default "": every
+	// HTTP-mode check costs 1. gRPC checks read the context extension
+	// talos.cost instead.
+	CostHeader string
 	// Logger receives undecided checks at error level (their cause, never
 	// the credential). Default: discard.
 	Logger *slog.Logger

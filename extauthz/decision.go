@@ -3,6 +3,7 @@ package extauthz
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/talos-project/talos/pkg/credential"
 	"github.com/talos-project/talos/pkg/errcode"
+	"github.com/talos-project/talos/pkg/ratelimit"
 )
 
 // The AIP-193 reasons this package adds to those of pkg/errcode.
@@ -35,6 +37,8 @@ var (
 		Message: "The credential lacks a scope this route requires."}
 	errCondition = &credential.Error{Kind: credential.ErrForbidden, Reason: reasonConditionNotMet,
 		Message: "A condition of the credential does not hold for this request."}
+	errBadCost = &credential.Error{Kind: credential.ErrUnavailable, Reason: reasonUnavailable,
+		Message: "The route's rate-limit cost is not an integer >= 0."}
 )
 
 // denial is a rendered deny, shared by both transports.
@@ -46,7 +50,10 @@ type denial struct {
 	challenge string
 	// retryAfter is the Retry-After value in seconds, "" for none.
 	retryAfter string
-	body       string
+	// policy and state are the RateLimit-Policy and RateLimit values of a
+	// rate-limit refusal, "" for none.
+	policy, state string
+	body          string
 	// unavailable: the check could not be decided (Options.UnavailableAsError).
 	unavailable bool
 	// check is the gRPC form of a denial built once in New; nil for denials
@@ -67,12 +74,16 @@ func newDenial(status int, reason, message, challenge string, retryAfter time.Du
 // decide is the decision shared by every transport. It returns the verdict
 // to observe and the denial, nil on allow. It asks the Authorizer only about
 // a usable credential.
-func (s *Server) decide(ctx context.Context, req *Request) (Verdict, *denial) {
+func (s *Server) decide(ctx context.Context, req *Request, rl *rateAnswer) (Verdict, *denial) {
 	if req.Problem != nil {
 		return Verdict{Err: req.Problem}, s.problemDenial(req.Problem)
 	}
 	if req.Credential == "" {
 		return Verdict{Err: errMissing}, s.static.missing
+	}
+	if req.CostInvalid && s.opts.RateLimiter != nil {
+		s.logUnavailable(ctx, errBadCost)
+		return Verdict{Err: errBadCost}, s.static.unavailable
 	}
 	v := s.auth.Authorize(ctx, credential.Presented{
 		Tenant:            req.Tenant,
@@ -92,7 +103,71 @@ func (s *Server) decide(ctx context.Context, req *Request) (Verdict, *denial) {
 		v.Err = errCondition
 		return v, s.static.condition
 	}
+	if v.Result.RatePolicy != nil && s.opts.RateLimiter != nil {
+		return s.limit(ctx, req, v, rl)
+	}
 	return v, nil
+}
+
+// rateAnswer is what an allow tells the client about its rate limit.
+type rateAnswer struct {
+	// policy and state are the RateLimit-Policy and RateLimit values, ""
+	// for none.
+	policy, state string
+	// remaining is the units left when metered (the limiter decided);
+	// reset is how long until the budget is full again (allowed) or until
+	// the request may retry (refused).
+	remaining int64
+	reset     time.Duration
+	metered   bool
+}
+
+// limit meters an otherwise allowed check against the verdict's policy.
+func (s *Server) limit(ctx context.Context, req *Request, v Verdict, rl *rateAnswer) (Verdict, *denial) {
+	p := *v.Result.RatePolicy
+	headers := !s.opts.OmitRateLimitHeaders
+	if headers {
+		rl.policy = ratelimit.PolicyValue(p)
+	}
+	if req.Cost > p.Quota {
+		// It can never pass: come back after a window, when the budget is
+		// full, and not even then.
+		return s.limited(v, rl, ratelimit.Decision{RetryAfter: p.Window})
+	}
+	key := ratelimit.KeyOf(resultTenant(req, &v.Result), v.Result.KeyID)
+	d, err := s.opts.RateLimiter.Allow(ctx, key, p, req.Cost)
+	if err != nil {
+		if s.opts.RateLimitFailClosed {
+			s.logUnavailable(ctx, fmt.Errorf("rate limiter: %w", err))
+			v.Err = errLimiterDown
+			return v, s.static.unavailable
+		}
+		return v, nil
+	}
+	if !d.Allowed {
+		return s.limited(v, rl, d)
+	}
+	if headers {
+		rl.state = ratelimit.StateValue(d)
+	}
+	rl.remaining, rl.reset, rl.metered = d.Remaining, d.ResetAfter, true
+	return v, nil
+}
+
+var errLimiterDown = &credential.Error{Kind: credential.ErrUnavailable, Reason: reasonUnavailable,
+	Message: "The rate limiter is unavailable."}
+
+// limited is the 429 of a refused request: built per check, never cached.
+func (s *Server) limited(v Verdict, rl *rateAnswer, d ratelimit.Decision) (Verdict, *denial) {
+	pub := errcode.Lookup(credential.ErrRateLimited)
+	v.Err = &credential.Error{Kind: credential.ErrRateLimited, Reason: pub.Reason, Message: pub.Message, RetryAfter: d.RetryAfter}
+	den := newDenial(http.StatusTooManyRequests, pub.Reason, pub.Message, "", 0)
+	den.retryAfter = strconv.FormatInt(ratelimit.RetryAfterSeconds(d.RetryAfter), 10)
+	rl.remaining, rl.reset, rl.metered = 0, d.RetryAfter, true
+	if !s.opts.OmitRateLimitHeaders {
+		den.policy, den.state = rl.policy, ratelimit.StateValue(d)
+	}
+	return v, den
 }
 
 // conditionsHold enforces the free conditions of an attenuated macaroon that

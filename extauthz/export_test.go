@@ -4,6 +4,7 @@ package extauthz
 var (
 	NormalizePath = normalizePath
 	PathWithin    = pathWithin
+	ParseCost     = parseCost
 )
 
 // ConditionsHold is conditionsHold.

@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/talos-project/talos/pkg/api/talos/v2alpha1"
 	"github.com/talos-project/talos/pkg/apiconv"
@@ -74,7 +76,8 @@ func underPrefix(uri, prefix string) bool {
 func (s *Server) serveCheck(w http.ResponseWriter, r *http.Request) {
 	start := s.clock()
 	req := FromHTTP(r, &s.opts)
-	v, d := s.decide(r.Context(), &req)
+	var rl rateAnswer
+	v, d := s.decide(r.Context(), &req, &rl)
 	h := w.Header()
 	if d != nil {
 		h["Content-Type"] = []string{"application/json"}
@@ -84,6 +87,7 @@ func (s *Server) serveCheck(w http.ResponseWriter, r *http.Request) {
 		if d.retryAfter != "" {
 			h["Retry-After"] = []string{d.retryAfter}
 		}
+		setRateLimitHeaders(h, d.policy, d.state)
 		w.WriteHeader(d.status)
 		_, _ = io.WriteString(w, d.body)
 		s.observe("http", v, d.status, start)
@@ -97,8 +101,22 @@ func (s *Server) serveCheck(w http.ResponseWriter, r *http.Request) {
 	if rm := s.httpToRemove(r, hs); len(rm) > 0 {
 		h["X-Envoy-Auth-Headers-To-Remove"] = []string{strings.Join(rm, ", ")}
 	}
+	setRateLimitHeaders(h, rl.policy, rl.state)
 	w.WriteHeader(http.StatusOK)
 	s.observe("http", v, http.StatusOK, start)
+}
+
+// setRateLimitHeaders sets RateLimit-Policy and RateLimit, each when not "".
+// On an HTTP-mode allow they are headers of the 200 for the proxy to copy
+// to the client (nginx auth_request_set + add_header, Caddy copy_headers):
+// they describe the client's budget, not anything for the upstream.
+func setRateLimitHeaders(h http.Header, policy, state string) {
+	if policy != "" {
+		h["Ratelimit-Policy"] = []string{policy}
+	}
+	if state != "" {
+		h["Ratelimit"] = []string{state}
+	}
 }
 
 // httpToRemove is checkToRemove for HTTP mode, where only Envoy's
@@ -152,15 +170,27 @@ func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request) {
 			ExpectedAudiences: in.GetExpectedAudiences(),
 		})
 	}
+	var rl rateAnswer
+	if v.Err == nil && v.Result.RatePolicy != nil && s.opts.RateLimiter != nil {
+		// The verify proxy stands in for the control plane's verify, which
+		// counts each call: so does it, at cost 1.
+		req := Request{Tenant: s.opts.Tenant, Cost: 1}
+		var d *denial
+		v, d = s.limit(r.Context(), &req, v, &rl)
+		if d != nil && d.retryAfter != "" {
+			w.Header().Set("Retry-After", d.retryAfter)
+		}
+	}
+	setRateLimitHeaders(w.Header(), rl.policy, rl.state)
 	w.Header().Set(CacheHeader, v.Cache.String())
-	st = s.writeVerify(w, r, v)
+	st = s.writeVerify(w, r, v, &rl)
 	s.observe("verify", v, st, start)
 }
 
 // writeVerify answers like the control plane: a verdict (or success) is a
 // 200 VerifyApiKeyResponse; a bad request is a 4xx AIP-193 error; a failure
 // to decide is a 503 that never carries its cause.
-func (s *Server) writeVerify(w http.ResponseWriter, r *http.Request, v Verdict) int {
+func (s *Server) writeVerify(w http.ResponseWriter, r *http.Request, v Verdict, rl *rateAnswer) int {
 	if v.Err != nil && !credential.IsVerdict(v.Err) {
 		pub := errcode.Describe(v.Err)
 		if pub.Sentinel == nil || pub.HTTP >= http.StatusInternalServerError {
@@ -176,7 +206,12 @@ func (s *Server) writeVerify(w http.ResponseWriter, r *http.Request, v Verdict) 
 	}
 	// The control plane's marshaler (controlplane/httpapi): proto field
 	// names, unpopulated fields left out, output compacted.
-	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(apiconv.VerifyResponse(v.Result, v.Err))
+	msg := apiconv.VerifyResponse(v.Result, v.Err)
+	if rl.metered {
+		msg.RateLimitRemaining = &rl.remaining
+		msg.RateLimitResetTime = timestamppb.New(time.Now().Add(rl.reset))
+	}
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(msg)
 	if err != nil {
 		writeAPIError(w, http.StatusInternalServerError, codes.Internal, errcode.Internal.Reason, errcode.Internal.Message, nil)
 		return http.StatusInternalServerError

@@ -94,6 +94,14 @@ func (o *Options) validate() error {
 		}
 		seen[name] = true
 	}
+	if h := o.CostHeader; h != "" {
+		switch {
+		case !lowerToken(h):
+			errs = append(errs, fmt.Errorf("cost header %q: not a lowercase header name", h))
+		case slices.Contains(o.CredentialHeaders, h):
+			errs = append(errs, fmt.Errorf("cost header %q: is a credential header", h))
+		}
+	}
 	if err := CheckHTTPPathPrefix(o.HTTPPathPrefix); err != nil {
 		errs = append(errs, fmt.Errorf("HTTP path prefix %q: %w", o.HTTPPathPrefix, err))
 	}

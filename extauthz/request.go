@@ -19,6 +19,9 @@ const (
 	ExtensionScopes    = "talos.scopes"
 	ExtensionTenant    = "talos.tenant"
 	ExtensionAudiences = "talos.audiences"
+	// ExtensionCost is the units a check spends of its key's rate limit: a
+	// decimal integer >= 0 (0 meters without spending). Absent: 1.
+	ExtensionCost = "talos.cost"
 
 	HeaderScopes    = "X-Talos-Scopes"
 	HeaderTenant    = "X-Talos-Tenant"
@@ -55,6 +58,38 @@ type Request struct {
 	RequiredScopes []string
 	// Audiences are the audiences a derived token may be bound to.
 	Audiences []string
+	// Cost is the units the check spends of the key's rate limit (see
+	// ExtensionCost and Options.CostHeader): 1 unless the route says
+	// otherwise; 0 meters without spending.
+	Cost int64
+	// CostInvalid: the route's cost is not an integer >= 0. With rate
+	// limiting on, the check is undecided (503) whatever the credential: a
+	// misconfigured route never allows.
+	CostInvalid bool
+}
+
+func costOf(v string) (int64, bool) {
+	c, ok := parseCost(v)
+	return c, !ok
+}
+
+// parseCost reads a route's cost: "" is 1; otherwise a decimal integer
+// >= 0 of at most 18 digits, nothing else (no sign, no spaces).
+func parseCost(v string) (cost int64, ok bool) {
+	if v == "" {
+		return 1, true
+	}
+	if len(v) > 18 {
+		return 0, false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		cost = cost*10 + int64(c-'0')
+	}
+	return cost, true
 }
 
 // The problems of a presented credential. They are safe to show: none says
@@ -108,6 +143,7 @@ func FromCheckRequest(r *authv3.CheckRequest, o *Options) Request {
 	req.Tenant = tenantOr(ext[ExtensionTenant], o.Tenant)
 	req.RequiredScopes = splitList(ext[ExtensionScopes])
 	req.Audiences = splitList(ext[ExtensionAudiences])
+	req.Cost, req.CostInvalid = costOf(ext[ExtensionCost])
 	return req
 }
 
@@ -127,7 +163,7 @@ func FromHTTP(r *http.Request, o *Options) Request {
 	o = resolve(o)
 	var req Request
 	if r == nil {
-		req.Tenant = o.Tenant
+		req.Tenant, req.Cost = o.Tenant, 1
 		return req
 	}
 	h := r.Header
@@ -169,6 +205,17 @@ func FromHTTP(r *http.Request, o *Options) Request {
 	req.Tenant = tenantOr(h.Get(HeaderTenant), o.Tenant)
 	req.RequiredScopes = splitLists(h[HeaderScopes])
 	req.Audiences = splitLists(h[HeaderAudiences])
+	req.Cost = 1
+	if o.CostHeader != "" {
+		vs := h[textproto.CanonicalMIMEHeaderKey(o.CostHeader)]
+		switch len(vs) {
+		case 0:
+		case 1:
+			req.Cost, req.CostInvalid = costOf(vs[0])
+		default:
+			req.CostInvalid = true
+		}
+	}
 	return req
 }
 

@@ -18,7 +18,7 @@ import (
 
 var cmpRequest = []cmp.Option{
 	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
-	cmpopts.IgnoreFields(extauthz.Request{}, "Problem"),
+	cmpopts.IgnoreFields(extauthz.Request{}, "Problem", "Cost"),
 	cmpopts.EquateEmpty(),
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/textproto"
 	"slices"
@@ -188,9 +189,13 @@ func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g
 func (s *Server) Check(ctx context.Context, r *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := s.clock()
 	req := FromCheckRequest(r, &s.opts)
-	v, d := s.decide(ctx, &req)
+	var rl rateAnswer
+	v, d := s.decide(ctx, &req, &rl)
 	if d == nil {
 		resp := s.okResponse(r, &req, &v.Result, v.Memo)
+		if rl.policy != "" || rl.metered {
+			addRateLimit(resp, &rl)
+		}
 		s.observe("grpc", v, http.StatusOK, start)
 		return resp, nil
 	}
@@ -338,6 +343,12 @@ func buildDenied(d *denial, contentType *corev3.HeaderValueOption) *authv3.Check
 	if d.retryAfter != "" {
 		hs = append(hs, headerOption("retry-after", d.retryAfter))
 	}
+	if d.policy != "" {
+		hs = append(hs, headerOption("ratelimit-policy", d.policy))
+	}
+	if d.state != "" {
+		hs = append(hs, headerOption("ratelimit", d.state))
+	}
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(d.code), Message: d.reason},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
@@ -345,6 +356,28 @@ func buildDenied(d *denial, contentType *corev3.HeaderValueOption) *authv3.Check
 			Headers: hs,
 			Body:    d.body,
 		}},
+	}
+}
+
+// addRateLimit adds the client's rate-limit headers and the metadata
+// rate_limit_remaining to an allow, leaving its shared parts (the Memo's
+// upstream headers and metadata) untouched.
+func addRateLimit(resp *authv3.CheckResponse, rl *rateAnswer) {
+	ok := resp.GetOkResponse()
+	hs := make([]*corev3.HeaderValueOption, 0, 2)
+	if rl.policy != "" {
+		hs = append(hs, headerOption("ratelimit-policy", rl.policy))
+	}
+	if rl.state != "" {
+		hs = append(hs, headerOption("ratelimit", rl.state))
+	}
+	ok.ResponseHeadersToAdd = hs
+	if rl.metered {
+		old := resp.DynamicMetadata.GetFields()
+		f := make(map[string]*structpb.Value, len(old)+1)
+		maps.Copy(f, old)
+		f["rate_limit_remaining"] = structpb.NewNumberValue(float64(rl.remaining))
+		resp.DynamicMetadata = &structpb.Struct{Fields: f}
 	}
 }
 

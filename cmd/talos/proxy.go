@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/credentials"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/talos-project/talos/pkg/cache/redis"
 	"github.com/talos-project/talos/pkg/config"
 	"github.com/talos-project/talos/pkg/credential"
+	"github.com/talos-project/talos/pkg/ratelimit"
 	listenlimits "github.com/talos-project/talos/pkg/serve"
 	"github.com/talos-project/talos/pkg/telemetry"
 	"github.com/talos-project/talos/sidecar"
@@ -152,19 +154,29 @@ func buildProxyWith(ctx context.Context, pc config.Proxy, log *slog.Logger, tr p
 	}
 	closers = append(closers, func() { up.Close() })
 
-	var shared cache.Store
+	var (
+		shared      cache.Store
+		redisClient goredis.UniversalClient
+	)
 	if r := pc.Cache.Redis; r.Enabled {
 		redis.SetLogger(log)
-		st, err := redis.New(redis.Options{
+		o := redis.Options{
 			Addrs: r.Addrs, Password: r.Password.Value(), DB: r.DB, PoolSize: r.PoolSize, MinIdleConns: r.MinIdleConns,
 			Timeout: r.Timeout.D(), ConnMaxIdleTime: r.ConnMaxIdleTime.D(), ConnMaxLifetime: r.ConnMaxLifetime.D(),
 			DialTLS: tr.Redis, KeyPrefix: r.KeyPrefix,
-		})
+		}
+		st, err := redis.New(o)
 		if err != nil {
 			return fail(fmt.Errorf("proxy.cache.redis: %w", err))
 		}
 		closers = append(closers, func() { st.Close() })
 		shared = st
+		if pc.RateLimit.Enabled && pc.RateLimit.Backend == config.RateLimitBackendRedis {
+			// The limiter's own connections to the same Redis: a slow
+			// limiter call never holds a cache connection, nor the other way.
+			redisClient = limiterRedisClient(o)
+			closers = append(closers, func() { _ = redisClient.Close() })
+		}
 	}
 
 	pl, err := pipeline.New(up, pipeline.Options{
@@ -202,6 +214,19 @@ func buildProxyWith(ctx context.Context, pc config.Proxy, log *slog.Logger, tr p
 	} else {
 		log.Warn("proxy.invalidation is disabled: a revoked key passes this sidecar until its cache entry expires (proxy.cache.ttl)")
 	}
+	var limiter ratelimit.Limiter
+	if rl := pc.RateLimit; rl.Enabled {
+		l, err := sidecar.NewRateLimiter(sidecar.RateLimitOptions{
+			Backend: string(rl.Backend), Redis: redisClient, KeyPrefix: rl.Redis.KeyPrefix,
+			Timeout: pc.Cache.Redis.Timeout.D(), MaxKeys: rl.Memory.MaxKeys,
+			Fallback: rl.Fallback == config.ProxyRateLimitFallbackMemory,
+			Registry: registry, Logger: log,
+		})
+		if err != nil {
+			return fail(fmt.Errorf("proxy.rate_limit: %w", err))
+		}
+		limiter = l
+	}
 	decisions := sidecar.NewDecisionMetrics(registry)
 	tenant := credential.Tenant(pc.Tenant)
 	if tenant == "" {
@@ -217,7 +242,12 @@ func buildProxyWith(ctx context.Context, pc config.Proxy, log *slog.Logger, tr p
 		HTTPPathPrefix:     pc.HTTPPathPrefix,
 		UnavailableAsError: pc.FailureMode == config.ProxyFailureModeUnavailable,
 		Observe:            decisions.Observe,
-		Logger:             log,
+		RateLimiter:        limiter,
+		// A limiter that cannot decide fails open by default, as Talos.
+		RateLimitFailClosed:  pc.RateLimit.FailureMode == config.RateLimitFailClosed,
+		OmitRateLimitHeaders: !pc.RateLimit.Headers,
+		CostHeader:           costHeader(pc.RateLimit),
+		Logger:               log,
 	})
 	if err != nil {
 		return fail(err)
@@ -234,6 +264,31 @@ func buildProxyWith(ctx context.Context, pc config.Proxy, log *slog.Logger, tr p
 		return fail(err)
 	}
 	return srv, closeAll, nil
+}
+
+// limiterRedisClient is a client of the cache's Redis for the rate limiter,
+// set up as pkg/cache/redis sets up its own: one dial and one retry, the
+// caller's deadline honoured.
+func limiterRedisClient(o redis.Options) goredis.UniversalClient {
+	u := &goredis.UniversalOptions{
+		Addrs: o.Addrs, Password: o.Password, DB: o.DB, PoolSize: o.PoolSize, MinIdleConns: o.MinIdleConns,
+		DialTimeout: o.Timeout, ReadTimeout: o.Timeout, WriteTimeout: o.Timeout, PoolTimeout: o.Timeout,
+		ConnMaxIdleTime: o.ConnMaxIdleTime, ConnMaxLifetime: o.ConnMaxLifetime,
+		DialerRetries: 1, MaxRetries: 1, ContextTimeoutEnabled: true,
+	}
+	if o.DialTLS != nil {
+		u.Dialer = o.DialTLS
+	}
+	return goredis.NewUniversalClient(u)
+}
+
+// costHeader is the cost header of HTTP-mode checks: only with rate
+// limiting on, where a cost means something.
+func costHeader(rl config.ProxyRateLimit) string {
+	if !rl.Enabled {
+		return ""
+	}
+	return rl.CostHeader
 }
 
 // streamState is the stream for the health endpoint; nil when disabled (a
