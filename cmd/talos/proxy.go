@@ -174,7 +174,9 @@ func buildProxyWith(ctx context.Context, pc config.Proxy, log *slog.Logger, tr p
 		if pc.RateLimit.Enabled && pc.RateLimit.Backend == config.RateLimitBackendRedis {
 			// The limiter's own connections to the same Redis: a slow
 			// limiter call never holds a cache connection, nor the other way.
-			redisClient = limiterRedisClient(o)
+			if redisClient, err = limiterRedisClient(o); err != nil {
+				return fail(fmt.Errorf("proxy.rate_limit: %w", err))
+			}
 			closers = append(closers, func() { _ = redisClient.Close() })
 		}
 	}
@@ -266,20 +268,16 @@ func buildProxyWith(ctx context.Context, pc config.Proxy, log *slog.Logger, tr p
 	return srv, closeAll, nil
 }
 
-// limiterRedisClient is a client of the cache's Redis for the rate limiter,
-// set up as pkg/cache/redis sets up its own: one dial and one retry, the
-// caller's deadline honoured.
-func limiterRedisClient(o redis.Options) goredis.UniversalClient {
-	u := &goredis.UniversalOptions{
-		Addrs: o.Addrs, Password: o.Password, DB: o.DB, PoolSize: o.PoolSize, MinIdleConns: o.MinIdleConns,
-		DialTimeout: o.Timeout, ReadTimeout: o.Timeout, WriteTimeout: o.Timeout, PoolTimeout: o.Timeout,
-		ConnMaxIdleTime: o.ConnMaxIdleTime, ConnMaxLifetime: o.ConnMaxLifetime,
-		DialerRetries: 1, MaxRetries: 1, ContextTimeoutEnabled: true,
+// limiterRedisClient is a client of a Redis for a rate limiter, set up as
+// the cache's (redis.ClientOptions) but never retrying a command: a limiter
+// call retried after a lost answer could be charged twice.
+func limiterRedisClient(o redis.Options) (goredis.UniversalClient, error) {
+	u, err := redis.ClientOptions(o)
+	if err != nil {
+		return nil, err
 	}
-	if o.DialTLS != nil {
-		u.Dialer = o.DialTLS
-	}
-	return goredis.NewUniversalClient(u)
+	u.MaxRetries = -1
+	return goredis.NewUniversalClient(u), nil
 }
 
 // costHeader is the cost header of HTTP-mode checks: only with rate

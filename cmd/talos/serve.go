@@ -24,6 +24,7 @@ import (
 	"github.com/talos-project/talos/controlplane/store"
 	"github.com/talos-project/talos/controlplane/xds"
 	"github.com/talos-project/talos/pkg/apikey"
+	"github.com/talos-project/talos/pkg/cache/redis"
 	"github.com/talos-project/talos/pkg/config"
 	"github.com/talos-project/talos/pkg/credential"
 	"github.com/talos-project/talos/pkg/ratelimit"
@@ -260,27 +261,25 @@ func keysLimiter(cfg config.Config, log *slog.Logger, reg prometheus.Registerer,
 	return nil
 }
 
-// rateLimitRedis is a go-redis client on cache.redis, tuned as the sidecar's
-// shared cache is (one dial, one retry, the caller's deadline honoured).
+// rateLimitRedis is a go-redis client on cache.redis for the rate limiter
+// (see limiterRedisClient).
 func rateLimitRedis(r config.Redis, log *slog.Logger) (goredis.UniversalClient, error) {
-	if len(r.Addrs) == 0 {
-		return nil, fmt.Errorf("rate_limit.backend redis: cache.redis.addrs is empty")
-	}
-	t := r.Timeout.D()
-	u := &goredis.UniversalOptions{
+	o := redis.Options{
 		Addrs: r.Addrs, Password: r.Password.Value(), DB: r.DB, PoolSize: r.PoolSize, MinIdleConns: r.MinIdleConns,
-		DialTimeout: t, ReadTimeout: t, WriteTimeout: t, PoolTimeout: t,
-		ConnMaxIdleTime: r.ConnMaxIdleTime.D(), ConnMaxLifetime: r.ConnMaxLifetime.D(),
-		DialerRetries: 1, MaxRetries: 1, ContextTimeoutEnabled: true,
+		Timeout: r.Timeout.D(), ConnMaxIdleTime: r.ConnMaxIdleTime.D(), ConnMaxLifetime: r.ConnMaxLifetime.D(),
 	}
 	tc, err := linkTLS("cache.redis.tls", r.TLS, log)
 	if err != nil {
 		return nil, err
 	}
 	if tc != nil {
-		u.Dialer = tc.DialContext
+		o.DialTLS = tc.DialContext
 	}
-	return goredis.NewUniversalClient(u), nil
+	c, err := limiterRedisClient(o)
+	if err != nil {
+		return nil, fmt.Errorf("rate_limit.backend redis: cache.redis: %w", err)
+	}
+	return c, nil
 }
 
 func serve(ctx context.Context, e *env, files []string, mode httpapi.Mode, withProxy bool) error {

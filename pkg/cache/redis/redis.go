@@ -76,6 +76,18 @@ var _ cache.Store = (*Store)(nil)
 // (see Ping). Missing addresses, a negative duration and a DB other than 0
 // for a cluster are ErrInvalidArgument.
 func New(o Options) (*Store, error) {
+	u, err := ClientOptions(o)
+	if err != nil {
+		return nil, err
+	}
+	// One address gives a *goredis.Client, several a *goredis.ClusterClient.
+	return NewFromClient(goredis.NewUniversalClient(u), o.KeyPrefix), nil
+}
+
+// ClientOptions are the go-redis options of o, as New uses them: one dial
+// and one retry, the caller's deadline honoured, TLS as o says. Other users
+// of the same Redis (the rate limiter) start from them. The errors are New's.
+func ClientOptions(o Options) (*goredis.UniversalOptions, error) {
 	switch {
 	case len(o.Addrs) == 0:
 		return nil, credential.Invalid("redis cache: at least one address is required")
@@ -113,8 +125,7 @@ func New(o Options) (*Store, error) {
 		u.TLSConfig = o.TLSConfig.Clone()
 		u.TLSConfig.MinVersion = max(u.TLSConfig.MinVersion, tls.VersionTLS12)
 	}
-	// One address gives a *goredis.Client, several a *goredis.ClusterClient.
-	return NewFromClient(goredis.NewUniversalClient(u), o.KeyPrefix), nil
+	return u, nil
 }
 
 // NewFromClient returns a Store on an existing client, whose keys start with
